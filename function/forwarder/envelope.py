@@ -1,0 +1,91 @@
+"""Decoding of the JSON body that a Pub/Sub push subscription sends."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .errors import InvalidEnvelope
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """One Pub/Sub message as delivered by a push subscription."""
+
+    message_id: str
+    publish_time_ms: int
+    publish_time: str
+    subscription: str
+    data: str | None
+    attributes: dict[str, str] = field(default_factory=dict)
+    delivery_attempt: int | None = None
+
+
+def parse_push_request(body: bytes) -> PushMessage:
+    """Parse a push request body in Pub/Sub's default (wrapped) format.
+
+    Raises:
+        InvalidEnvelope: the body is not such an envelope. Pub/Sub never sends
+            one, so the caller answers 400.
+    """
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidEnvelope(f"request body is not JSON: {err}") from err
+    if not isinstance(envelope, dict):
+        raise InvalidEnvelope("request body is not a JSON object")
+
+    message = envelope.get("message")
+    if not isinstance(message, dict):
+        raise InvalidEnvelope("request body has no 'message' object")
+
+    message_id = message.get("messageId", message.get("message_id"))
+    if not isinstance(message_id, str) or not message_id:
+        raise InvalidEnvelope("message has no 'messageId'")
+
+    publish_time = message.get("publishTime", message.get("publish_time"))
+    if not isinstance(publish_time, str):
+        raise InvalidEnvelope("message has no 'publishTime'")
+    publish_time_ms = _parse_publish_time(publish_time)
+
+    data = message.get("data")
+    if data is not None and not isinstance(data, str):
+        raise InvalidEnvelope("message 'data' is not a base64 string")
+
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict) or not all(
+        isinstance(key, str) and isinstance(value, str)
+        for key, value in attributes.items()
+    ):
+        raise InvalidEnvelope("message 'attributes' is not a map of strings")
+
+    subscription = envelope.get("subscription", "")
+    if not isinstance(subscription, str):
+        raise InvalidEnvelope("'subscription' is not a string")
+
+    attempt = envelope.get("deliveryAttempt")
+    if not isinstance(attempt, int) or isinstance(attempt, bool):
+        attempt = None
+
+    return PushMessage(
+        message_id=message_id,
+        publish_time_ms=publish_time_ms,
+        publish_time=publish_time,
+        subscription=subscription,
+        data=data,
+        attributes=dict(attributes),
+        delivery_attempt=attempt,
+    )
+
+
+def _parse_publish_time(value: str) -> int:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise InvalidEnvelope(f"invalid 'publishTime' {value!r}") from err
+    if moment.tzinfo is None:
+        raise InvalidEnvelope(f"'publishTime' {value!r} has no time zone")
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

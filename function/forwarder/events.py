@@ -1,0 +1,259 @@
+"""Checks and normalisation of one event before it is sent to Mixpanel.
+
+The checks mirror Mixpanel's strict-mode validation where it can be done
+without the server, so an event that can never be accepted is dead-lettered
+at once instead of costing a request. Normalisation is deterministic: the
+same event in the same message always gives the same output, so a
+redelivered message produces byte-identical requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .errors import InvalidEvent
+from .records import ErrorCode
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Strict mode rejects times before 1971-01-01.
+MIN_TIME_MS = 365 * 24 * 3600 * 1000
+# Integers from 1e11 up are taken as milliseconds: 1e11 seconds lies in the
+# year 5138, and 1e11 milliseconds in 1973.
+_MILLISECONDS_FROM = 100_000_000_000
+
+INSERT_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+
+# Values that Mixpanel treats as "no id" for distinct_id and $insert_id,
+# compared case-insensitively.
+PLACEHOLDER_IDS = frozenset(
+    {
+        "00000000-0000-0000-0000-000000000000",
+        "anon",
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "<nil>",
+        "0",
+        "-1",
+        "true",
+        "false",
+        "[]",
+        "{}",
+    }
+)
+
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_PROPERTIES = 254
+MAX_ARRAY_LENGTH = 254
+MAX_NESTING_DEPTH = 3
+
+
+def normalise_event(value: Any, publish_time_ms: int) -> dict[str, Any]:
+    """Return the event as Mixpanel will receive it, or raise InvalidEvent.
+
+    `time` is sent in milliseconds. An event without one takes the message's
+    publish time, never the wall clock. A valid `$insert_id` is kept, an
+    invalid one is replaced by a hash of it, and a missing one is derived
+    from the event's content, so redeliveries and replays deduplicate.
+    """
+    if not isinstance(value, dict):
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"event is a JSON {_json_type(value)}, expected an object",
+        )
+    extra = sorted(set(value) - {"event", "properties"})
+    if extra:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"unexpected top-level keys {extra}; only 'event' and 'properties' "
+            "are allowed",
+        )
+    name = value.get("event")
+    if not isinstance(name, str) or not name:
+        raise InvalidEvent(ErrorCode.INVALID_EVENT, "'event' is missing or empty")
+    properties = value.get("properties", {})
+    if not isinstance(properties, dict):
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties' is a JSON {_json_type(properties)}, expected an object",
+        )
+
+    properties = dict(properties)
+    properties["time"] = _time_ms(properties.get("time"), publish_time_ms)
+    _check_identity(properties)
+    properties["$insert_id"] = _insert_id(name, properties)
+
+    event = {"event": name, "properties": properties}
+    _check_shape(properties)
+    try:
+        size = len(_canonical(event).encode())
+    except ValueError:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            "event contains NaN or Infinity, which JSON forbids",
+        ) from None
+    if size >= MAX_EVENT_BYTES:
+        raise InvalidEvent(
+            ErrorCode.TOO_LARGE,
+            f"event is {size} bytes, Mixpanel accepts under {MAX_EVENT_BYTES}",
+        )
+    return event
+
+
+def _time_ms(value: Any, publish_time_ms: int) -> int:
+    """Convert `properties.time` to integer milliseconds since the epoch."""
+    if value is None:
+        return publish_time_ms
+    if isinstance(value, bool):
+        raise InvalidEvent(ErrorCode.INVALID_EVENT, "'properties.time' is a boolean")
+    if isinstance(value, str):
+        value = _parse_time_string(value)
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT, "'properties.time' is not finite"
+            )
+        value = round(value * 1000) if value < _MILLISECONDS_FROM else round(value)
+    elif isinstance(value, int):
+        value = value * 1000 if value < _MILLISECONDS_FROM else value
+    else:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.time' is a JSON {_json_type(value)}, expected a number "
+            "or an ISO-8601 string",
+        )
+    if value < MIN_TIME_MS:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.time' {value} ms is before 1971-01-01",
+        )
+    return value
+
+
+def _parse_time_string(text: str) -> int:
+    stripped = text.strip()
+    if stripped.isdigit():
+        number = int(stripped)
+        return number * 1000 if number < _MILLISECONDS_FROM else number
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.time' {text[:64]!r} is not an ISO-8601 time",
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.time' {text[:64]!r} has no time zone",
+        )
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _check_identity(properties: dict[str, Any]) -> None:
+    if "distinct_id" not in properties:
+        # Projects on Simplified ID merge identify events by these instead.
+        if "$device_id" in properties or "$user_id" in properties:
+            return
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT, "'properties.distinct_id' is missing"
+        )
+    distinct_id = properties["distinct_id"]
+    if _is_placeholder(distinct_id):
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.distinct_id' {str(distinct_id)[:64]!r} is a placeholder "
+            "value that Mixpanel rejects",
+        )
+
+
+def _is_placeholder(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return str(value).strip().lower() in PLACEHOLDER_IDS
+
+
+def _insert_id(name: str, properties: dict[str, Any]) -> str:
+    current = properties.get("$insert_id")
+    if (
+        isinstance(current, str)
+        and INSERT_ID_PATTERN.match(current)
+        and not _is_placeholder(current)
+    ):
+        return current
+    if current is not None:
+        # Stripping characters could map two ids onto one, and a hash cannot.
+        source = "id:" + _canonical(current)
+    else:
+        content = {key: val for key, val in properties.items() if key != "$insert_id"}
+        source = "event:" + _canonical({"event": name, "properties": content})
+    return hashlib.sha256(source.encode()).hexdigest()[:32]
+
+
+def _check_shape(properties: dict[str, Any]) -> None:
+    if len(properties) > MAX_PROPERTIES:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"event has {len(properties)} properties, Mixpanel accepts under 255",
+        )
+    for key, value in properties.items():
+        _check_value(value, 1, key)
+
+
+def _check_value(value: Any, depth: int, path: str) -> None:
+    if isinstance(value, dict):
+        if depth > MAX_NESTING_DEPTH:
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT,
+                f"'properties.{path}' is nested deeper than {MAX_NESTING_DEPTH} levels",
+            )
+        for key, item in value.items():
+            _check_value(item, depth + 1, f"{path}.{key}")
+    elif isinstance(value, list):
+        if len(value) > MAX_ARRAY_LENGTH:
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT,
+                f"'properties.{path}' has {len(value)} elements, Mixpanel accepts "
+                "under 255",
+            )
+        if depth > MAX_NESTING_DEPTH:
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT,
+                f"'properties.{path}' is nested deeper than {MAX_NESTING_DEPTH} levels",
+            )
+        for item in value:
+            _check_value(item, depth + 1, path)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(
+        value,
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

@@ -1,0 +1,101 @@
+"""The retry policy shared by the calls to Mixpanel and to Pub/Sub.
+
+Retryable outcomes (429, 500, 502, 503, 504, timeouts, connection errors) are
+retried here with exponential backoff and jitter, honouring `Retry-After`,
+until the per-message deadline. Past it the caller answers non-2xx and
+Pub/Sub redelivers the message with its own backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import tenacity
+
+from .errors import DeadlineExceeded, RetryableError
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+T = TypeVar("T")
+
+
+def call_with_retry(
+    call: Callable[[], T],
+    *,
+    deadline: float,
+    initial_backoff: float,
+    max_backoff: float,
+    what: str,
+) -> T:
+    """Run `call`, retrying RetryableError until `deadline` (time.monotonic()).
+
+    Raises:
+        DeadlineExceeded: the next attempt would start after the deadline.
+    """
+    backoff = tenacity.wait_exponential_jitter(
+        initial=initial_backoff, max=max_backoff, jitter=initial_backoff
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RetryableError) and error.retry_after is not None:
+            return error.retry_after
+        return backoff(state)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return time.monotonic() + state.upcoming_sleep >= deadline
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "%s failed, retrying in %.1f s: %s",
+            what,
+            state.upcoming_sleep,
+            error,
+            extra={
+                "fields": {
+                    "attempt": state.attempt_number,
+                    "status": getattr(error, "status", None),
+                    "retry": what,
+                }
+            },
+        )
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(RetryableError),
+        wait=wait,
+        stop=stop,
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    try:
+        return retrying(call)
+    except RetryableError as err:
+        raise DeadlineExceeded(
+            f"{what} still failing at the retry deadline: {err}"
+        ) from err
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return the delay a `Retry-After` header asks for, in seconds.
+
+    The header holds either a number of seconds or an HTTP date.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())

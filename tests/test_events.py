@@ -1,0 +1,174 @@
+"""Per-event checks and normalisation, in process."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from forwarder.errors import InvalidEvent
+from forwarder.events import normalise_event
+
+PUBLISH_MS = 1764583200123  # 2026-12-01T10:00:00.123Z
+INSERT_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+
+
+def _event(**properties) -> dict:
+    return {
+        "event": "signup",
+        "properties": {"distinct_id": "user-1", "$insert_id": "abc-1", **properties},
+    }
+
+
+def test_seconds_and_milliseconds_same_unit():
+    seconds = normalise_event(_event(time=1700000000), PUBLISH_MS)
+    millis = normalise_event(_event(time=1700000000123), PUBLISH_MS)
+
+    assert seconds["properties"]["time"] == 1700000000000
+    assert millis["properties"]["time"] == 1700000000123
+
+
+def test_iso_time_with_zone_accepted():
+    event = normalise_event(_event(time="2023-11-14T22:13:20.5+00:00"), PUBLISH_MS)
+
+    assert event["properties"]["time"] == 1700000000500
+
+
+def test_iso_time_without_zone_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(time="2023-11-14T22:13:20"), PUBLISH_MS)
+
+    assert caught.value.code == "invalid_event"
+    assert "time zone" in caught.value.detail
+
+
+def test_missing_time_takes_publish_time():
+    event = normalise_event(
+        {"event": "signup", "properties": {"distinct_id": "u", "$insert_id": "a-1"}},
+        PUBLISH_MS,
+    )
+
+    assert event["properties"]["time"] == PUBLISH_MS
+
+
+def test_time_before_1971_rejected():
+    with pytest.raises(InvalidEvent):
+        normalise_event(_event(time=1000), PUBLISH_MS)
+
+
+def test_invalid_insert_id_hashed_deterministically():
+    first = normalise_event(_event(**{"$insert_id": "abc:def-1"}), PUBLISH_MS)
+    second = normalise_event(_event(**{"$insert_id": "abc:def-1"}), PUBLISH_MS)
+    other = normalise_event(_event(**{"$insert_id": "abc;def-1"}), PUBLISH_MS)
+
+    insert_id = first["properties"]["$insert_id"]
+    assert INSERT_ID.match(insert_id)
+    assert insert_id == second["properties"]["$insert_id"]
+    assert insert_id != other["properties"]["$insert_id"]
+
+
+def test_missing_insert_id_derived_from_content():
+    def without_id(title: str) -> dict:
+        return {
+            "event": "view",
+            "properties": {"distinct_id": "u", "time": 1700000000, "title": title},
+        }
+
+    first = normalise_event(without_id("a"), PUBLISH_MS)
+    again = normalise_event(without_id("a"), PUBLISH_MS + 5000)
+    other = normalise_event(without_id("b"), PUBLISH_MS)
+
+    assert INSERT_ID.match(first["properties"]["$insert_id"])
+    assert first["properties"]["$insert_id"] == again["properties"]["$insert_id"]
+    assert first["properties"]["$insert_id"] != other["properties"]["$insert_id"]
+
+
+def test_placeholder_insert_id_replaced():
+    event = normalise_event(_event(**{"$insert_id": "undefined"}), PUBLISH_MS)
+
+    assert event["properties"]["$insert_id"] != "undefined"
+    assert INSERT_ID.match(event["properties"]["$insert_id"])
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ([1, 2], "expected an object"),
+        ("text", "expected an object"),
+        ({"properties": {}}, "'event' is missing"),
+        ({"event": "", "properties": {}}, "'event' is missing"),
+        ({"event": "x", "properties": []}, "'properties' is a JSON array"),
+        ({"event": "x", "properties": {}, "extra": 1}, "unexpected top-level keys"),
+        ({"event": "x", "properties": {"time": 1700000000}}, "distinct_id"),
+        (
+            {"event": "x", "properties": {"distinct_id": "null"}},
+            "placeholder",
+        ),
+        ({"event": "x", "properties": {"distinct_id": "u", "time": True}}, "boolean"),
+    ],
+)
+def test_invalid_events_rejected(value, fragment):
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(value, PUBLISH_MS)
+
+    assert fragment in caught.value.detail
+
+
+def test_empty_distinct_id_allowed():
+    event = normalise_event(_event(distinct_id=""), PUBLISH_MS)
+
+    assert event["properties"]["distinct_id"] == ""
+
+
+def test_device_id_replaces_distinct_id():
+    event = normalise_event(
+        {"event": "x", "properties": {"$device_id": "d-1", "time": 1700000000}},
+        PUBLISH_MS,
+    )
+
+    assert "distinct_id" not in event["properties"]
+
+
+def test_oversized_event_too_large():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(blob="x" * (1024 * 1024)), PUBLISH_MS)
+
+    assert caught.value.code == "too_large"
+
+
+def test_too_many_properties_rejected():
+    many = {f"p{number}": number for number in range(260)}
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(**many), PUBLISH_MS)
+
+    assert "properties" in caught.value.detail
+
+
+def test_deep_nesting_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(a={"b": {"c": {"d": {"e": 1}}}}), PUBLISH_MS)
+
+    assert "nested deeper" in caught.value.detail
+
+
+def test_long_array_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(tags=list(range(300))), PUBLISH_MS)
+
+    assert "elements" in caught.value.detail
+
+
+def test_nan_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(score=float("nan")), PUBLISH_MS)
+
+    assert "NaN" in caught.value.detail
+
+
+def test_input_not_modified():
+    original = _event(time=1700000000)
+    snapshot = repr(original)
+
+    normalise_event(original, PUBLISH_MS)
+
+    assert repr(original) == snapshot

@@ -1,0 +1,79 @@
+"""Decoding of message data into records, for every kind of message."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from forwarder.records import decode_records
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_ndjson_lines_blank_skipped():
+    records, failures = decode_records(_b64(b'{"a": 1}\n\n  \n{"b": 2}\n'))
+
+    assert [record.value for record in records] == [{"a": 1}, {"b": 2}]
+    assert failures == []
+
+
+def test_single_object_accepted():
+    records, failures = decode_records(_b64(b'{\n  "event": "x"\n}'))
+
+    assert [record.value for record in records] == [{"event": "x"}]
+    assert failures == []
+
+
+def test_array_gives_one_record_each():
+    records, _ = decode_records(_b64(b'[{"event": "a"}, {"event": "b"}]'))
+
+    assert [record.value["event"] for record in records] == ["a", "b"]
+    assert json.loads(records[1].raw) == {"event": "b"}
+
+
+def test_bad_line_keeps_original_bytes():
+    records, failures = decode_records(_b64(b'{"a": 1}\n{oops\n{"b": 2}'))
+
+    assert len(records) == 2
+    assert len(failures) == 1
+    assert failures[0].raw == b"{oops"
+    assert failures[0].code == "invalid_json"
+
+
+def test_invalid_base64_is_invalid_payload():
+    records, failures = decode_records("not*base64!")
+
+    assert records == []
+    assert failures[0].code == "invalid_payload"
+    assert failures[0].raw == b"not*base64!"
+
+
+def test_not_utf8_is_invalid_payload():
+    records, failures = decode_records(_b64(b"\xff\xfe\x00"))
+
+    assert records == []
+    assert failures[0].code == "invalid_payload"
+    assert failures[0].raw == b"\xff\xfe\x00"
+
+
+def test_empty_data_is_invalid_payload():
+    records, failures = decode_records("")
+
+    assert records == []
+    assert failures[0].code == "invalid_payload"
+
+
+def test_missing_data_is_invalid_payload():
+    records, failures = decode_records(None)
+
+    assert records == []
+    assert failures[0].code == "invalid_payload"
+
+
+def test_json_scalar_becomes_record():
+    records, failures = decode_records(_b64(b"42"))
+
+    assert [record.value for record in records] == [42]
+    assert failures == []
