@@ -27,7 +27,7 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 # that size, so the default cap stays there rather than at the documented 10 MB.
 DEFAULT_MAX_BATCH_BYTES = 2 * 1024 * 1024
 
-# A push subscription waits at most 600 s for an answer.
+# A push subscription waits at most 600 s for a response.
 MAX_DEADLINE_SECONDS = 600
 
 _TOPIC_PATTERN = re.compile(r"^projects/[^/]+/topics/[^/]+$")

@@ -29,7 +29,7 @@ def parse_push_request(body: bytes) -> PushMessage:
 
     Raises:
         InvalidEnvelope: the body is not such an envelope. Pub/Sub never sends
-            one, so the caller answers 400.
+            one, so the caller responds 400.
     """
     try:
         envelope = json.loads(body)

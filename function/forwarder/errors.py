@@ -56,7 +56,7 @@ class AuthenticationError(MixpanelError):
 
 
 class UnexpectedResponse(MixpanelError):
-    """Mixpanel answered with a status the forwarder has no rule for."""
+    """Mixpanel responded with a status the forwarder has no rule for."""
 
 
 class DeadlineExceeded(ForwarderError):

@@ -1,6 +1,6 @@
-"""Handling of one push request: decode, check, import, dead-letter, answer.
+"""Handling of one push request: decode, check, import, dead-letter, respond.
 
-The answer is 2xx only when every event of the message was imported or
+The response is 2xx only when every event of the message was imported or
 published to the dead-letter topic. Every other outcome is non-2xx, so
 Pub/Sub redelivers the message and nothing is lost. Redelivery is safe
 because the requests a message produces are the same on every delivery and
@@ -49,7 +49,7 @@ _session = requests.Session()
 
 @dataclass
 class Reply:
-    """The HTTP status and JSON body to answer the push request with."""
+    """HTTP status and JSON body of the response to a push request."""
 
     status: int
     body: dict = field(default_factory=dict)
@@ -65,7 +65,7 @@ def handle_push(body: bytes, settings: Settings | None = None) -> Reply:
     except ConfigError as err:
         _log_limited(
             f"config:{err.variable}",
-            "invalid configuration, answering 500 until it is fixed: %s",
+            "invalid configuration, responding 500 until it is fixed: %s",
             err,
             {"variable": err.variable},
         )
@@ -111,6 +111,9 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
     """
     deadline = time.monotonic() + settings.retry_deadline_seconds
     records, failures = decode_records(message.data)
+    # Each parsed value and each undecodable part counts as one received
+    # event, so that received == imported + dead_lettered.
+    received = len(records) + len(failures)
 
     items: list[Item] = []
     for record in records:
@@ -152,7 +155,7 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
         )
 
     return {
-        "events": len(records),
+        "received": received,
         "imported": len(items) - len(oversized) - rejected,
         "dead_lettered": len(failures),
         "batches": len(batches),

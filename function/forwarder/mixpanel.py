@@ -62,11 +62,11 @@ class MixpanelClient:
                     Failure(
                         batch.items[0].record.raw,
                         ErrorCode.TOO_LARGE,
-                        f"Mixpanel answered 413: {_text(response)}",
+                        f"Mixpanel responded 413: {_text(response)}",
                     )
                 ]
             logger.info(
-                "Mixpanel answered 413, splitting the batch",
+                "Mixpanel responded 413, splitting the batch",
                 extra={"fields": {"events": len(batch.items)}},
             )
             failures: list[Failure] = []
@@ -75,12 +75,12 @@ class MixpanelClient:
             return failures
         if status in (401, 403):
             raise AuthenticationError(
-                f"Mixpanel answered {status} ({_text(response)}); check the "
+                f"Mixpanel responded {status} ({_text(response)}); check the "
                 "credential and MIXPANEL_PROJECT_ID",
                 status=status,
             )
         raise UnexpectedResponse(
-            f"Mixpanel answered {status}: {_text(response)}", status=status
+            f"Mixpanel responded {status}: {_text(response)}", status=status
         )
 
     def _post(self, body: bytes, deadline: float) -> requests.Response:
@@ -105,7 +105,7 @@ class MixpanelClient:
                 raise RetryableError(f"connection to Mixpanel failed: {err}") from err
             if response.status_code in RETRYABLE_STATUSES:
                 raise RetryableError(
-                    f"Mixpanel answered {response.status_code}: {_text(response)}",
+                    f"Mixpanel responded {response.status_code}: {_text(response)}",
                     status=response.status_code,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
@@ -120,7 +120,7 @@ class MixpanelClient:
             what="Mixpanel import",
         )
         logger.debug(
-            "Mixpanel answered %s",
+            "Mixpanel responded %s",
             response.status_code,
             extra={"fields": {"seconds": round(time.monotonic() - started, 3)}},
         )
@@ -133,7 +133,7 @@ def _rejected(batch: Batch, response: requests.Response) -> list[Failure]:
     failed = body.get("failed_records") if isinstance(body, dict) else None
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(failed, list) or not failed:
-        detail = f"Mixpanel answered 400: {error or _text(response)}"
+        detail = f"Mixpanel responded 400: {error or _text(response)}"
         return [
             Failure(item.record.raw, ErrorCode.REJECTED, detail) for item in batch.items
         ]
@@ -161,9 +161,9 @@ def _rejected(batch: Batch, response: requests.Response) -> list[Failure]:
         by_index[index] = f"{field}: {message}" if field else message
 
     if not by_index:
-        # The response says events failed but names none that can be found, so
-        # none can be known to be imported: dead-letter the batch.
-        detail = f"Mixpanel answered 400 without usable failed_records: {error}"
+        # The response reports failures but none matches an event, so
+        # no event is known to be imported and the whole batch is dead-lettered.
+        detail = f"Mixpanel responded 400 without usable failed_records: {error}"
         return [
             Failure(item.record.raw, ErrorCode.REJECTED, detail) for item in batch.items
         ]
@@ -197,7 +197,7 @@ def _json(response: requests.Response) -> Any:
 
 
 def _text(response: requests.Response) -> str:
-    """A short, printable excerpt of an error body, which may not be JSON."""
+    """Return a short, printable excerpt of an error body, which may not be JSON."""
     body = _json(response)
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"][:_MAX_DETAIL]

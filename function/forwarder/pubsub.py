@@ -103,19 +103,19 @@ class Publisher:
 
         if response.status_code in RETRYABLE_STATUSES:
             raise RetryableError(
-                f"Pub/Sub answered {response.status_code}",
+                f"Pub/Sub responded {response.status_code}",
                 status=response.status_code,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if response.status_code != 200:
             excerpt = response.content[:300].decode("utf-8", "replace")
             raise PublishError(
-                f"Pub/Sub answered {response.status_code}: {' '.join(excerpt.split())}"
+                f"Pub/Sub responded {response.status_code}: {' '.join(excerpt.split())}"
             )
         try:
             ids = response.json()["messageIds"]
         except (ValueError, KeyError, TypeError) as err:
-            raise PublishError("Pub/Sub answered 200 without messageIds") from err
+            raise PublishError("Pub/Sub responded 200 without messageIds") from err
         return list(ids)
 
 

@@ -2,7 +2,7 @@
 
 Retryable outcomes (429, 500, 502, 503, 504, timeouts, connection errors) are
 retried here with exponential backoff and jitter, honouring `Retry-After`,
-until the per-message deadline. Past it the caller answers non-2xx and
+until the per-message deadline. Past it the caller responds non-2xx and
 Pub/Sub redelivers the message with its own backoff.
 """
 
@@ -83,7 +83,7 @@ def call_with_retry(
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Return the delay a `Retry-After` header asks for, in seconds.
+    """Return the delay that a `Retry-After` header requests, in seconds.
 
     The header holds either a number of seconds or an HTTP date.
     """
