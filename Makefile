@@ -5,12 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: venv demo test clean
 
 $(BIN)/.installed: requirements.txt function/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
+
+venv: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m local.demo
