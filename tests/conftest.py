@@ -140,3 +140,37 @@ def envelope_for(
         message["attributes"] = dict(attributes)
     envelope["subscription"] = SUBSCRIPTION
     return envelope
+
+
+# A time in seconds older than the stand-in's retention but after the
+# function's minimum of 1973-03-03T09:46:40Z: the function accepts it and the
+# stand-in rejects it, as Mixpanel would.
+OLDER_THAN_RETENTION = 100_086_400  # 1973-03-04T09:46:40Z
+
+
+def make_event(number: int, **properties) -> dict:
+    """Return a valid event with `$insert_id` "id-NUMBER" and a time in Dec 2025."""
+    return {
+        "event": "page_view",
+        "properties": {
+            "distinct_id": f"user-{number}",
+            "$insert_id": f"id-{number}",
+            "time": 1764583200 + number,
+            **properties,
+        },
+    }
+
+
+def ndjson(events: list) -> bytes:
+    """Serialise events as newline-delimited JSON, one per line."""
+    return b"\n".join(json.dumps(event).encode() for event in events)
+
+
+def stored_insert_ids(mixpanel: MixpanelStandin) -> list[str]:
+    """Return the `$insert_id` of each event the stand-in stored, in stored order."""
+    return [event["properties"]["$insert_id"] for event in mixpanel.imported_events()]
+
+
+def log_entries_after(server: FunctionProcess, count: int) -> list[dict]:
+    """Return the function's JSON log lines after the first `count`."""
+    return server.log_entries()[count:]

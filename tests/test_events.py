@@ -9,7 +9,7 @@ import pytest
 from forwarder.errors import InvalidEvent
 from forwarder.events import normalise_event
 
-PUBLISH_MS = 1764583200123  # 2026-12-01T10:00:00.123Z
+PUBLISH_MS = 1764583200123  # 2025-12-01T10:00:00.123Z
 INSERT_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
 
 
@@ -172,3 +172,84 @@ def test_input_not_modified():
     normalise_event(original, PUBLISH_MS)
 
     assert repr(original) == snapshot
+
+
+def test_time_past_allowance_rejected():
+    now_ms = PUBLISH_MS + 1000
+    ahead = now_ms + 5 * 60 * 1000
+
+    kept = normalise_event(_event(time=ahead), PUBLISH_MS, now_ms)
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(time=ahead + 1), PUBLISH_MS, now_ms)
+
+    assert kept["properties"]["time"] == ahead
+    assert caught.value.code == "invalid_event"
+    assert "in the future" in caught.value.detail
+
+
+def test_time_before_1973_rejected():
+    # 1972-01-01 in seconds, which in milliseconds would read as seconds.
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(time=63072000), PUBLISH_MS)
+
+    assert "1973-03-03" in caught.value.detail
+
+
+def test_unicode_digit_time_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(time="²"), PUBLISH_MS)
+
+    assert "ISO-8601" in caught.value.detail
+
+
+def test_insert_id_with_newline_hashed():
+    event = normalise_event(_event(**{"$insert_id": "abc\n"}), PUBLISH_MS)
+
+    assert event["properties"]["$insert_id"] != "abc\n"
+    assert INSERT_ID.match(event["properties"]["$insert_id"])
+
+
+@pytest.mark.parametrize(
+    ("properties", "fragment"),
+    [
+        ({"name": "\ud800"}, "'properties.name' is not valid UTF-8"),
+        ({"tags": [{"\udc00": 1}]}, "a key in 'properties.tags'"),
+        ({"\ud800": 1}, "a property name is not valid UTF-8"),
+    ],
+)
+def test_lone_surrogate_rejected(properties, fragment):
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(**properties), PUBLISH_MS)
+
+    assert caught.value.code == "invalid_event"
+    assert fragment in caught.value.detail
+
+
+def test_lone_surrogate_name_rejected():
+    event = {"event": "sign\udc00up", "properties": {"distinct_id": "u"}}
+
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(event, PUBLISH_MS)
+
+    assert "'event' is not valid UTF-8" in caught.value.detail
+
+
+def test_lone_surrogate_insert_id_hashed():
+    event = normalise_event(_event(**{"$insert_id": "a\ud800"}), PUBLISH_MS)
+
+    assert INSERT_ID.match(event["properties"]["$insert_id"])
+
+
+def test_nan_without_insert_id_rejected():
+    event = {"event": "x", "properties": {"distinct_id": "u", "score": [float("inf")]}}
+
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(event, PUBLISH_MS)
+
+    assert "'properties.score' is NaN or Infinity" in caught.value.detail
+
+
+def test_padded_placeholder_distinct_id_allowed():
+    event = normalise_event(_event(distinct_id=" null "), PUBLISH_MS)
+
+    assert event["properties"]["distinct_id"] == " null "

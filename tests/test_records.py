@@ -77,3 +77,32 @@ def test_json_scalar_becomes_record():
 
     assert [record.value for record in records] == [42]
     assert failures == []
+
+
+def test_deeply_nested_line_is_invalid_json():
+    nested = b"[" * 100_000
+    records, failures = decode_records(_b64(b'{"a": 1}\n' + nested))
+
+    assert [record.value for record in records] == [{"a": 1}]
+    assert failures[0].raw == nested
+    assert failures[0].code == "invalid_json"
+
+
+def test_surrogate_array_element_raw_escaped():
+    records, failures = decode_records(_b64(b'[{"a": "\\ud800"}]'))
+
+    assert failures == []
+    assert records[0].raw == b'{"a":"\\ud800"}'
+    assert json.loads(records[0].raw) == records[0].value
+
+
+def test_pretty_object_raw_on_one_line():
+    records, _ = decode_records(_b64(b'{\n  "event": "x"\n}\n'))
+
+    assert records[0].raw == b'{"event":"x"}'
+
+
+def test_one_line_object_raw_kept():
+    records, _ = decode_records(_b64(b'{"event": "x"}\n'))
+
+    assert records[0].raw == b'{"event": "x"}'

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InvalidEvent
 from .records import ErrorCode, Failure, Record
 
 
@@ -37,8 +38,20 @@ class Batch:
 
 
 def serialise_event(event: dict[str, Any]) -> bytes:
-    """Serialise one event the way it appears in a request body."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    """Serialise one event the way it appears in a request body.
+
+    Raises:
+        InvalidEvent: the event contains a lone surrogate, which has no UTF-8
+            form. `events.normalise_event` rejects such events first.
+    """
+    text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            "event is not valid UTF-8: it contains a lone surrogate escape",
+        ) from None
 
 
 def build_batches(

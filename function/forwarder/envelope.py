@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,10 +11,19 @@ from .errors import InvalidEnvelope
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# The attribute that carries the publish time of the original message: the
+# function sets it on dead letters, and `python -m ops replay` keeps it on the
+# messages it republishes.
+SOURCE_PUBLISH_TIME = "source_publish_time"
+
 
 @dataclass(frozen=True)
 class PushMessage:
-    """One Pub/Sub message as delivered by a push subscription."""
+    """One Pub/Sub message as delivered by a push subscription.
+
+    `publish_time` is the message's publishTime, except on a replayed message
+    whose `source_publish_time` attribute is a valid time: then it is that.
+    """
 
     message_id: str
     publish_time_ms: int
@@ -35,6 +45,8 @@ def parse_push_request(body: bytes) -> PushMessage:
         envelope = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise InvalidEnvelope(f"request body is not JSON: {err}") from err
+    except RecursionError:
+        raise InvalidEnvelope("request body is not JSON: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise InvalidEnvelope("request body is not a JSON object")
 
@@ -66,9 +78,28 @@ def parse_push_request(body: bytes) -> PushMessage:
     if not isinstance(subscription, str):
         raise InvalidEnvelope("'subscription' is not a string")
 
+    # These strings are copied into dead-letter attributes, which Pub/Sub
+    # accepts only as UTF-8. A "\ud800" escape parses to a lone surrogate that
+    # has none, and Pub/Sub itself never sends one.
+    texts = [message_id, subscription, *attributes, *attributes.values()]
+    if not all(_is_utf8(text) for text in texts):
+        raise InvalidEnvelope(
+            "messageId, subscription or an attribute is not valid UTF-8"
+        )
+
     attempt = envelope.get("deliveryAttempt")
     if not isinstance(attempt, int) or isinstance(attempt, bool):
         attempt = None
+
+    # A replayed message keeps the original publish time, so an event without
+    # `time` gets the same time and the same derived $insert_id on every
+    # delivery and replay, and Mixpanel deduplicates it. An invalid value is
+    # ignored and the message's own publishTime applies.
+    original_time = attributes.get(SOURCE_PUBLISH_TIME)
+    if original_time is not None:
+        with contextlib.suppress(InvalidEnvelope):
+            publish_time_ms = _parse_publish_time(original_time)
+            publish_time = original_time
 
     return PushMessage(
         message_id=message_id,
@@ -89,3 +120,11 @@ def _parse_publish_time(value: str) -> int:
     if moment.tzinfo is None:
         raise InvalidEnvelope(f"'publishTime' {value!r} has no time zone")
     return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

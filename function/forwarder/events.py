@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,13 +22,20 @@ from .records import ErrorCode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Strict mode rejects times before 1971-01-01.
-MIN_TIME_MS = 365 * 24 * 3600 * 1000
 # Integers from 1e11 up are taken as milliseconds: 1e11 seconds lies in the
 # year 5138, and 1e11 milliseconds in 1973.
 _MILLISECONDS_FROM = 100_000_000_000
+# Strict mode rejects times before 1971-01-01, and no project keeps events
+# older than 5 years. The local minimum is 1e11 ms (1973-03-03T09:46:40Z),
+# because an earlier time sent in milliseconds would be read as seconds.
+MIN_TIME_MS = _MILLISECONDS_FROM
+# Strict mode also rejects times in the future. The local check allows this
+# much clock skew between this function and Mixpanel. An event up to this far
+# ahead is sent for Mixpanel to decide, and one further ahead is dead-lettered
+# at once.
+FUTURE_ALLOWANCE_MS = 5 * 60 * 1000
 
-INSERT_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+INSERT_ID_PATTERN = re.compile(r"[A-Za-z0-9-]{1,36}")
 
 # Values that Mixpanel treats as "no id" for distinct_id and $insert_id,
 # compared case-insensitively.
@@ -57,14 +66,20 @@ MAX_PROPERTIES = 254
 MAX_ARRAY_LENGTH = 254
 MAX_NESTING_DEPTH = 3
 
+_NOT_UTF8 = "{where} is not valid UTF-8: it contains a lone surrogate escape"
 
-def normalise_event(value: Any, publish_time_ms: int) -> dict[str, Any]:
+
+def normalise_event(
+    value: Any, publish_time_ms: int, now_ms: int | None = None
+) -> dict[str, Any]:
     """Return the event as Mixpanel will receive it, or raise InvalidEvent.
 
     `time` is sent in milliseconds. An event without one takes the message's
     publish time, never the wall clock. A valid `$insert_id` is kept, an
     invalid one is replaced by a hash of it, and a missing one is derived
     from the event's content, so redeliveries and replays deduplicate.
+    `now_ms` (default: the wall clock) only bounds how far in the future a
+    time may lie. It never changes the output of an accepted event.
     """
     if not isinstance(value, dict):
         raise InvalidEvent(
@@ -81,6 +96,8 @@ def normalise_event(value: Any, publish_time_ms: int) -> dict[str, Any]:
     name = value.get("event")
     if not isinstance(name, str) or not name:
         raise InvalidEvent(ErrorCode.INVALID_EVENT, "'event' is missing or empty")
+    if not _is_utf8(name):
+        raise InvalidEvent(ErrorCode.INVALID_EVENT, _NOT_UTF8.format(where="'event'"))
     properties = value.get("properties", {})
     if not isinstance(properties, dict):
         raise InvalidEvent(
@@ -90,18 +107,16 @@ def normalise_event(value: Any, publish_time_ms: int) -> dict[str, Any]:
 
     properties = dict(properties)
     properties["time"] = _time_ms(properties.get("time"), publish_time_ms)
+    _check_not_future(properties["time"], now_ms)
     _check_identity(properties)
+    # The values are checked before the insert id is derived from them,
+    # because hashing needs them to be encodable JSON.
+    _check_values(properties)
     properties["$insert_id"] = _insert_id(name, properties)
 
     event = {"event": name, "properties": properties}
-    _check_shape(properties)
-    try:
-        size = len(_canonical(event).encode())
-    except ValueError:
-        raise InvalidEvent(
-            ErrorCode.INVALID_EVENT,
-            "event contains NaN or Infinity, which JSON forbids",
-        ) from None
+    _check_property_count(properties)
+    size = len(_canonical(event).encode())
     if size >= MAX_EVENT_BYTES:
         raise InvalidEvent(
             ErrorCode.TOO_LARGE,
@@ -135,14 +150,27 @@ def _time_ms(value: Any, publish_time_ms: int) -> int:
     if value < MIN_TIME_MS:
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,
-            f"'properties.time' {value} ms is before 1971-01-01",
+            f"'properties.time' {value} ms is before 1973-03-03T09:46:40Z, "
+            "older than any Mixpanel project keeps",
         )
     return value
 
 
+def _check_not_future(time_ms: int, now_ms: int | None) -> None:
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    if time_ms > now_ms + FUTURE_ALLOWANCE_MS:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.time' {time_ms} ms is more than "
+            f"{FUTURE_ALLOWANCE_MS // 1000} s in the future",
+        )
+
+
 def _parse_time_string(text: str) -> int:
     stripped = text.strip()
-    if stripped.isdigit():
+    # str.isdigit() is also true for digits such as "²" that int() rejects.
+    if stripped.isascii() and stripped.isdigit():
         number = int(stripped)
         return number * 1000 if number < _MILLISECONDS_FROM else number
     try:
@@ -180,44 +208,77 @@ def _check_identity(properties: dict[str, Any]) -> None:
 def _is_placeholder(value: Any) -> bool:
     if isinstance(value, bool):
         return True
-    return str(value).strip().lower() in PLACEHOLDER_IDS
+    return str(value).lower() in PLACEHOLDER_IDS
 
 
 def _insert_id(name: str, properties: dict[str, Any]) -> str:
     current = properties.get("$insert_id")
     if (
         isinstance(current, str)
-        and INSERT_ID_PATTERN.match(current)
+        and INSERT_ID_PATTERN.fullmatch(current)
         and not _is_placeholder(current)
     ):
         return current
     if current is not None:
         # Stripping characters could map two ids onto one, and a hash cannot.
-        source = "id:" + _canonical(current)
+        # The id may contain NaN, which this JSON text allows, or a lone
+        # surrogate, which only "surrogatepass" encodes.
+        text = json.dumps(
+            current, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        source = "id:" + text
     else:
         content = {key: val for key, val in properties.items() if key != "$insert_id"}
         source = "event:" + _canonical({"event": name, "properties": content})
-    return hashlib.sha256(source.encode()).hexdigest()[:32]
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def _check_shape(properties: dict[str, Any]) -> None:
+def _check_values(properties: dict[str, Any]) -> None:
+    for key, value in properties.items():
+        if key == "$insert_id":
+            # An invalid id only feeds the hash that replaces it, so its
+            # content is never sent.
+            continue
+        if not _is_utf8(key):
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT, _NOT_UTF8.format(where="a property name")
+            )
+        _check_value(value, 1, key)
+
+
+def _check_property_count(properties: dict[str, Any]) -> None:
     if len(properties) > MAX_PROPERTIES:
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,
             f"event has {len(properties)} properties, Mixpanel accepts under 255",
         )
-    for key, value in properties.items():
-        _check_value(value, 1, key)
 
 
 def _check_value(value: Any, depth: int, path: str) -> None:
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        if not _is_utf8(value):
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT,
+                _NOT_UTF8.format(where=f"'properties.{path}'"),
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT,
+                f"'properties.{path}' is NaN or Infinity, which JSON forbids",
+            )
+    elif isinstance(value, dict):
         if depth > MAX_NESTING_DEPTH:
             raise InvalidEvent(
                 ErrorCode.INVALID_EVENT,
                 f"'properties.{path}' is nested deeper than {MAX_NESTING_DEPTH} levels",
             )
         for key, item in value.items():
+            if not _is_utf8(key):
+                raise InvalidEvent(
+                    ErrorCode.INVALID_EVENT,
+                    _NOT_UTF8.format(where=f"a key in 'properties.{path}'"),
+                )
             _check_value(item, depth + 1, f"{path}.{key}")
     elif isinstance(value, list):
         if len(value) > MAX_ARRAY_LENGTH:
@@ -233,6 +294,16 @@ def _check_value(value: Any, depth: int, path: str) -> None:
             )
         for item in value:
             _check_value(item, depth + 1, path)
+
+
+def _is_utf8(text: str) -> bool:
+    # A JSON escape such as "\ud800" parses to a lone surrogate, which has no
+    # UTF-8 encoding and which Mixpanel rejects as invalid UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _canonical(value: Any) -> str:

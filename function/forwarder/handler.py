@@ -115,15 +115,18 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
     # event, so that received == imported + dead_lettered.
     received = len(records) + len(failures)
 
+    # One reading of the clock per message bounds how far ahead a time may be.
+    now_ms = int(time.time() * 1000)
     items: list[Item] = []
     for record in records:
         try:
-            event = normalise_event(record.value, message.publish_time_ms)
+            event = normalise_event(record.value, message.publish_time_ms, now_ms)
+            body = serialise_event(event)
         except InvalidEvent as err:
             failures.append(Failure(record.raw, err.code, err.detail))
             continue
         insert_id = event["properties"]["$insert_id"]
-        items.append(Item(record, insert_id, serialise_event(event)))
+        items.append(Item(record, insert_id, body))
 
     batches, oversized = build_batches(
         items, MAX_EVENTS_PER_REQUEST, settings.max_batch_bytes

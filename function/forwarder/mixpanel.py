@@ -101,7 +101,12 @@ class MixpanelClient:
                 )
             except requests.Timeout as err:
                 raise RetryableError(f"request to Mixpanel timed out: {err}") from err
-            except requests.ConnectionError as err:
+            except (
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+            ) as err:
+                # ChunkedEncodingError is a connection closed in the middle of
+                # the response body, after Mixpanel may have stored the events.
                 raise RetryableError(f"connection to Mixpanel failed: {err}") from err
             if response.status_code in RETRYABLE_STATUSES:
                 raise RetryableError(
@@ -174,12 +179,16 @@ def _rejected(batch: Batch, response: requests.Response) -> list[Failure]:
 
 
 def _index_of(entry: Any, batch: Batch) -> int | None:
-    """Find a failed record's position, by `index`, else by its insert id."""
+    """Find a failed record's position, by a valid `index`, else by its insert id."""
     if not isinstance(entry, dict):
         return None
     index = entry.get("index")
-    if isinstance(index, int) and not isinstance(index, bool):
-        return index if 0 <= index < len(batch.items) else None
+    if (
+        isinstance(index, int)
+        and not isinstance(index, bool)
+        and 0 <= index < len(batch.items)
+    ):
+        return index
     insert_id = entry.get("insert_id", entry.get("$insert_id"))
     if not isinstance(insert_id, str):
         return None

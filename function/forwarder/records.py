@@ -48,7 +48,8 @@ def decode_records(data: str | None) -> tuple[list[Record], list[Failure]]:
     The data is newline-delimited JSON with one value per line, and blank
     lines are skipped. Data that parses as one JSON document (an object, or
     an array of events) is accepted too. A line that is not JSON becomes a
-    `Failure` with its original bytes, and the other lines go on.
+    `Failure` with its original bytes, and the other lines go on. JSON
+    nested too deeply for the parser counts as not JSON.
     """
     if data is None:
         return [], [Failure(b"", ErrorCode.INVALID_PAYLOAD, "message has no data")]
@@ -74,8 +75,10 @@ def decode_records(data: str | None) -> tuple[list[Record], list[Failure]]:
         ]
 
     whole = _parse_whole(text)
-    if whole is not None:
+    if isinstance(whole, list):
         return _expand(whole, payload, 0), []
+    if whole is not None:
+        return [Record(0, _one_line(payload, whole), whole)], []
 
     records: list[Record] = []
     failures: list[Failure] = []
@@ -89,6 +92,13 @@ def decode_records(data: str | None) -> tuple[list[Record], list[Failure]]:
                 Failure(line, ErrorCode.INVALID_JSON, f"line is not JSON: {err}")
             )
             continue
+        except RecursionError:
+            failures.append(
+                Failure(
+                    line, ErrorCode.INVALID_JSON, "line is not JSON: nested too deeply"
+                )
+            )
+            continue
         records.extend(_expand(value, line, len(records)))
     return records, failures
 
@@ -97,8 +107,20 @@ def _parse_whole(text: str) -> Any | None:
     """Return the data parsed as one JSON document, or None if it is several."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+
+
+def _one_line(payload: bytes, value: Any) -> bytes:
+    """Return the bytes that stand for a one-value payload in a dead letter.
+
+    A value on one line keeps its bytes. A value spread over several lines is
+    serialised on one line, so that dead-letter data stays NDJSON.
+    """
+    stripped = payload.strip()
+    if b"\n" in stripped or b"\r" in stripped:
+        return _serialise(value)
+    return stripped
 
 
 def _expand(value: Any, raw: bytes, start: int) -> list[Record]:
@@ -112,4 +134,10 @@ def _expand(value: Any, raw: bytes, start: int) -> list[Record]:
 
 
 def _serialise(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate from a "\ud800" escape has no UTF-8 form, so the
+        # value is written with escapes, which parse back to the same value.
+        return json.dumps(value, separators=(",", ":")).encode()

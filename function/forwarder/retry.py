@@ -1,16 +1,21 @@
 """The retry policy shared by the calls to Mixpanel and to Pub/Sub.
 
 Retryable outcomes (429, 500, 502, 503, 504, timeouts, connection errors) are
-retried here with exponential backoff and jitter, honouring `Retry-After`,
-until the per-message deadline. Past it the caller responds non-2xx and
-Pub/Sub redelivers the message with its own backoff.
+retried here with exponential backoff and jitter, until the per-message
+deadline. A `Retry-After` header sets the minimum wait, so the wait is the
+longer of it and the backoff, and a repeated `Retry-After: 0` cannot make a
+tight loop. When the wait would end past the deadline, retrying stops at
+once, the caller responds non-2xx and Pub/Sub redelivers the message with
+its own backoff.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
@@ -39,13 +44,13 @@ def call_with_retry(
         DeadlineExceeded: the next attempt would start after the deadline.
     """
     backoff = tenacity.wait_exponential_jitter(
-        initial=initial_backoff, max=max_backoff, jitter=initial_backoff
+        multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
     )
 
     def wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RetryableError) and error.retry_after is not None:
-            return error.retry_after
+            return max(error.retry_after, backoff(state))
         return backoff(state)
 
     def stop(state: tenacity.RetryCallState) -> bool:
@@ -85,17 +90,23 @@ def call_with_retry(
 def parse_retry_after(value: str | None) -> float | None:
     """Return the delay that a `Retry-After` header requests, in seconds.
 
-    The header holds either a number of seconds or an HTTP date.
+    The header contains either a number of seconds or an HTTP date. A value
+    that is neither, or not finite, gives None.
     """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:
+        # The "-0000" zone parses without tzinfo. HTTP dates are in GMT.
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - time.time())
