@@ -45,6 +45,7 @@ _error_log = logs.RateLimiter(60.0)
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
 _session = requests.Session()
+_dead_letter_publisher: Publisher | None = None
 
 
 @dataclass
@@ -142,20 +143,8 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
 
     if failures:
         dead_letters = build_dead_letters(message, failures)
-        publisher = Publisher(settings, _session)
-        publisher.publish(settings.dead_letter_topic, dead_letters, deadline)
-        by_code = Counter(failure.code for failure in failures)
-        logger.warning(
-            "events dead-lettered",
-            extra={
-                "fields": {
-                    "message_id": message.message_id,
-                    "dead_lettered": len(failures),
-                    "errors": dict(by_code),
-                    "first_error_detail": failures[0].detail,
-                }
-            },
-        )
+        _publisher(settings).publish(settings.dead_letter_topic, dead_letters, deadline)
+        _log_dead_letters(message, failures)
 
     return {
         "received": received,
@@ -163,6 +152,41 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
         "dead_lettered": len(failures),
         "batches": len(batches),
     }
+
+
+def _log_dead_letters(message: PushMessage, failures: list[Failure]) -> None:
+    """Log one line per error code, which a log-based metric counts by code."""
+    details: dict[str, str] = {}
+    for failure in failures:
+        details.setdefault(failure.code, failure.detail)
+    for code, count in Counter(failure.code for failure in failures).items():
+        logger.warning(
+            "events dead-lettered",
+            extra={
+                "fields": {
+                    "message_id": message.message_id,
+                    "error": code,
+                    "dead_lettered": count,
+                    "error_detail": details[code],
+                }
+            },
+        )
+
+
+def _publisher(settings: Settings) -> Publisher:
+    """Return the process's dead-letter publisher, created on first use.
+
+    Creating it looks up Google credentials, which is worth doing once per
+    instance rather than once per message.
+    """
+    global _dead_letter_publisher
+    with _settings_lock:
+        if (
+            _dead_letter_publisher is None
+            or _dead_letter_publisher.settings != settings
+        ):
+            _dead_letter_publisher = Publisher(settings, _session)
+        return _dead_letter_publisher
 
 
 def _cached_settings() -> Settings:

@@ -48,7 +48,7 @@ class Publisher:
     """Publishes messages to one topic, retrying within the caller's deadline."""
 
     def __init__(self, settings: Settings, session: requests.Session) -> None:
-        self._settings = settings
+        self.settings = settings
         self._auth_errors: tuple[type[Exception], ...] = ()
         if settings.pubsub_emulator_host:
             self._base = f"http://{settings.pubsub_emulator_host}/v1"
@@ -80,8 +80,8 @@ class Publisher:
                     call_with_retry(
                         lambda body=body: self._post(url, body),
                         deadline=deadline,
-                        initial_backoff=self._settings.initial_backoff_seconds,
-                        max_backoff=self._settings.max_backoff_seconds,
+                        initial_backoff=self.settings.initial_backoff_seconds,
+                        max_backoff=self.settings.max_backoff_seconds,
                         what="Pub/Sub publish",
                     )
                 )
@@ -92,7 +92,7 @@ class Publisher:
     def _post(self, url: str, body: dict) -> list[str]:
         try:
             response = self._session.post(
-                url, json=body, timeout=self._settings.request_timeout_seconds
+                url, json=body, timeout=self.settings.request_timeout_seconds
             )
         except requests.Timeout as err:
             raise RetryableError(f"Pub/Sub publish timed out: {err}") from err
