@@ -11,6 +11,7 @@ import enum
 import hashlib
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import pulumi
 
@@ -38,8 +39,12 @@ KNOWN_KEYS: dict[str, str] = {
     "maxInstances": "integer",
     "instanceConcurrency": "integer",
     "deadLetterRetentionDays": "integer",
+    "alertEmails": "string",
+    "oldestUnackedAlertSeconds": "integer",
+    "errorRateAlertPercent": "integer",
     "resourcePrefix": "string",
     "logLevel": "string",
+    "protectDeadLetter": "string",
 }
 
 # Required provider keys that Pulumi.yaml cannot declare: Pulumi accepts a
@@ -69,8 +74,12 @@ DEFAULTS: dict[str, str | int] = {
     "maxInstances": 10,
     "instanceConcurrency": 1,
     "deadLetterRetentionDays": 31,
+    "alertEmails": "",
+    "oldestUnackedAlertSeconds": 600,
+    "errorRateAlertPercent": 5,
     "resourcePrefix": "",
     "logLevel": "INFO",
+    "protectDeadLetter": "",
 }
 
 MIXPANEL_REGIONS = ("us", "eu", "in")
@@ -83,10 +92,50 @@ MAX_ACK_DEADLINE_SECONDS = 600
 # account, whose id must be 6-30 characters, so the prefix has a maximum of 24.
 MAX_PREFIX_LENGTH = 24
 
+# The stack whose dead-letter topic and subscription are protected from
+# deletion when protectDeadLetter is empty.
+PRODUCTION_STACK = "prod"
+
+# A 2nd gen function runs as a Cloud Run service, so its CPU and memory follow
+# Cloud Run's rules. CPUs are fractional from 0.08 in steps of 0.001, or a
+# whole 1, 2, 4, 6 or 8. Memory is 128 MiB to 32 GiB, within the range that
+# the CPUs allow below. Sources: the tables on
+# https://cloud.google.com/run/docs/configuring/services/cpu and
+# https://cloud.google.com/run/docs/configuring/services/memory-limits
+MIB, GIB = 1024**2, 1024**3
+MEMORY_UNITS = {"k": 1000, "M": 1000**2, "G": 1000**3, "Mi": MIB, "Gi": GIB}
+MIN_FRACTIONAL_CPU = 0.08
+WHOLE_CPUS = (1, 2, 4, 6, 8)
+MIN_MEMORY_BYTES = 128 * MIB
+# (minimum CPUs, maximum memory with them), in increasing order.
+MEMORY_CEILINGS = (
+    (0.08, 512 * MIB),
+    (0.5, 1 * GIB),
+    (1, 4 * GIB),
+    (2, 8 * GIB),
+    (4, 16 * GIB),
+    (6, 24 * GIB),
+    (8, 32 * GIB),
+)
+# The minimum memory that Cloud Run accepts with these CPUs.
+MEMORY_FLOORS = {4: 2 * GIB, 6: 4 * GIB, 8: 4 * GIB}
+
+# Mixpanel's Import API takes at most 2000 events per request and about 30,000
+# events per second per project (https://docs.mixpanel.com/reference/rate-limits).
+MIXPANEL_EVENTS_PER_REQUEST = 2000
+MIXPANEL_EVENTS_PER_SECOND = 30_000
+
 _PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 _PROJECT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_PATTERN = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_MEMORY_PATTERN = re.compile(r"^[1-9][0-9]*(k|M|G|Mi|Gi)$")
+_MEMORY_PATTERN = re.compile(r"^([1-9][0-9]*)(k|M|G|Mi|Gi)$")
+# One address: a local part and a domain with a dot, without spaces or commas.
+_EMAIL_PATTERN = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+
+# Pub/Sub samples a subscription's metrics once a minute, and the push
+# subscription keeps a message at most 7 days (its default retention).
+MIN_OLDEST_UNACKED_ALERT_SECONDS = 60
+MAX_OLDEST_UNACKED_ALERT_SECONDS = 7 * 86_400
 
 
 class ConfigError(pulumi.RunError):
@@ -147,7 +196,11 @@ class StackConfig:
     max_instances: int
     instance_concurrency: int
     dead_letter_retention_days: int
+    alert_emails: tuple[str, ...]
+    oldest_unacked_alert_seconds: int
+    error_rate_alert_percent: int
     log_level: str
+    protect_dead_letter: bool
 
 
 def default_prefix(stack: str) -> str:
@@ -192,7 +245,9 @@ def load_config() -> StackConfig:
             31,
             "Pub/Sub keeps a subscription's messages at most 31 days",
         ),
+        **_alerting(reader),
         log_level=_log_level(reader),
+        protect_dead_letter=_protect_dead_letter(reader, stack),
     )
 
 
@@ -340,16 +395,10 @@ def _timing(reader: _Reader) -> dict[str, int]:
 
 def _sizing(reader: _Reader) -> dict[str, str | int]:
     """Read the memory, CPU and scaling of the function's instances."""
-    function_memory = reader.text("functionMemory")
-    if not _MEMORY_PATTERN.match(function_memory):
-        raise ConfigError(
-            "functionMemory",
-            f"invalid value {function_memory!r}; expected an amount with a unit "
-            "(k, M, G, Mi or Gi) such as 256Mi or 1Gi",
-            "pulumi config set functionMemory 256Mi",
-        )
-
+    function_memory, memory_bytes = _function_memory(reader)
     function_cpu = _function_cpu(reader)
+    _check_memory_fits_cpu(function_memory, memory_bytes, function_cpu)
+
     max_instances = reader.integer(
         "maxInstances", 1, 1000, "the range this program accepts"
     )
@@ -368,12 +417,81 @@ def _sizing(reader: _Reader) -> dict[str, str | int]:
             "pulumi config set functionCpu 1, or pulumi config set "
             "instanceConcurrency 1",
         )
+    _warn_about_mixpanel_rate_limit(max_instances, instance_concurrency)
     return {
         "function_memory": function_memory,
         "function_cpu": function_cpu,
         "max_instances": max_instances,
         "instance_concurrency": instance_concurrency,
     }
+
+
+def _protect_dead_letter(reader: _Reader, stack: str) -> bool:
+    """Read protectDeadLetter; empty means protect on the production stack only."""
+    value = reader.text("protectDeadLetter").lower()
+    if not value:
+        return stack == PRODUCTION_STACK
+    if value not in ("true", "false"):
+        raise ConfigError(
+            "protectDeadLetter",
+            f"invalid value {value!r}; expected true, false, or empty for true "
+            f"on the stack {PRODUCTION_STACK!r} and false elsewhere",
+            "pulumi config set protectDeadLetter true",
+        )
+    return value == "true"
+
+
+def _alerting(reader: _Reader) -> dict[str, tuple[str, ...] | int]:
+    """Read the alert recipients and the thresholds of two alert policies."""
+    return {
+        "alert_emails": _alert_emails(reader),
+        "oldest_unacked_alert_seconds": reader.integer(
+            "oldestUnackedAlertSeconds",
+            MIN_OLDEST_UNACKED_ALERT_SECONDS,
+            MAX_OLDEST_UNACKED_ALERT_SECONDS,
+            "Pub/Sub reports the age once a minute and keeps a message 7 days",
+        ),
+        "error_rate_alert_percent": reader.integer(
+            "errorRateAlertPercent", 1, 100, "a percentage of the responses"
+        ),
+    }
+
+
+def _alert_emails(reader: _Reader) -> tuple[str, ...]:
+    """Read alertEmails: addresses separated by commas, empty entries skipped."""
+    raw = reader.text("alertEmails")
+    fix = "pulumi config set alertEmails 'oncall@example.com,team@example.com'"
+    if raw.startswith("["):
+        raise ConfigError(
+            "alertEmails",
+            f"invalid value {raw!r}; expected addresses separated by commas, not a "
+            "list",
+            fix,
+        )
+
+    addresses: list[str] = []
+    seen: set[str] = set()
+    for entry in raw.split(","):
+        address = entry.strip()
+        if not address:
+            continue
+        if not _EMAIL_PATTERN.match(address):
+            raise ConfigError(
+                "alertEmails",
+                f"{address!r} is not an email address; expected addresses such as "
+                "oncall@example.com, separated by commas",
+                fix,
+            )
+        if address.lower() in seen:
+            raise ConfigError(
+                "alertEmails",
+                f"{address!r} is listed twice; each address gets one notification "
+                "channel",
+                fix,
+            )
+        seen.add(address.lower())
+        addresses.append(address)
+    return tuple(addresses)
 
 
 def _log_level(reader: _Reader) -> str:
@@ -512,14 +630,111 @@ def _function_cpu(reader: _Reader) -> str:
             f"invalid value {cpu!r}; expected a number of CPUs such as 0.167 or 1",
             fix,
         ) from None
-    if not 0 < amount <= 8:
+    fractional = MIN_FRACTIONAL_CPU <= amount < 1
+    if not (fractional or amount in WHOLE_CPUS):
         raise ConfigError(
             "functionCpu",
-            f"{cpu} is out of range; Cloud Run functions get more than 0 and at "
-            "most 8 CPUs",
+            f"{cpu} is not a CPU setting that Cloud Run accepts: from "
+            f"{MIN_FRACTIONAL_CPU} to below 1, or one of "
+            f"{', '.join(map(str, WHOLE_CPUS))}",
+            fix,
+        )
+    if fractional and Decimal(cpu) % Decimal("0.001") != 0:
+        raise ConfigError(
+            "functionCpu",
+            f"{cpu} has more than three decimals; Cloud Run sets fractional CPUs "
+            "in steps of 0.001",
             fix,
         )
     return cpu
+
+
+def _function_memory(reader: _Reader) -> tuple[str, int]:
+    """Return the memory setting as written and in bytes, within Cloud Run's range."""
+    memory = reader.text("functionMemory")
+    match = _MEMORY_PATTERN.match(memory)
+    if not match:
+        raise ConfigError(
+            "functionMemory",
+            f"invalid value {memory!r}; expected an amount with a unit "
+            "(k, M, G, Mi or Gi) such as 256Mi or 1Gi",
+            "pulumi config set functionMemory 256Mi",
+        )
+
+    amount = int(match.group(1)) * MEMORY_UNITS[match.group(2)]
+    maximum = MEMORY_CEILINGS[-1][1]
+    if not MIN_MEMORY_BYTES <= amount <= maximum:
+        raise ConfigError(
+            "functionMemory",
+            f"{memory} is outside the range {_memory_text(MIN_MEMORY_BYTES)}-"
+            f"{_memory_text(maximum)} that Cloud Run accepts",
+            "pulumi config set functionMemory 256Mi",
+        )
+    return memory, amount
+
+
+def _check_memory_fits_cpu(memory: str, memory_bytes: int, cpu: str) -> None:
+    """Check the memory against the range that Cloud Run allows for the CPUs."""
+    cpus = float(cpu)
+    ceiling = max(most for least, most in MEMORY_CEILINGS if least <= cpus)
+    if memory_bytes > ceiling:
+        needed = min(least for least, most in MEMORY_CEILINGS if most >= memory_bytes)
+        raise ConfigError(
+            "functionMemory",
+            f"{memory} needs functionCpu of at least {needed:g}, but functionCpu is "
+            f"{cpu}, with which Cloud Run allows at most {_memory_text(ceiling)}",
+            f"pulumi config set functionCpu {needed:g}, or pulumi config set "
+            f"functionMemory {_memory_text(ceiling)}",
+        )
+
+    floor = MEMORY_FLOORS.get(int(cpus), 0) if cpus.is_integer() else 0
+    if memory_bytes < floor:
+        raise ConfigError(
+            "functionMemory",
+            f"{memory} is below the {_memory_text(floor)} that Cloud Run requires "
+            f"with functionCpu {cpu}",
+            f"pulumi config set functionMemory {_memory_text(floor)}, or pulumi "
+            "config set functionCpu 2",
+        )
+
+
+def _memory_text(amount: int) -> str:
+    """Format a whole number of MiB as a quantity such as 512Mi or 4Gi."""
+    if amount % GIB == 0:
+        return f"{amount // GIB}Gi"
+    return f"{amount // MIB}Mi"
+
+
+def _warn_about_mixpanel_rate_limit(max_instances: int, concurrency: int) -> None:
+    """Warn when the function could send more events than Mixpanel accepts.
+
+    The bound assumes that every push in flight sends a full request of 2000
+    events each second. That is an estimate of the worst case, so it warns and
+    does not reject: above Mixpanel's limit the excess gets HTTP 429, which the
+    function retries and then hands back to Pub/Sub.
+    """
+    in_flight = max_instances * concurrency
+    events_per_second = in_flight * MIXPANEL_EVENTS_PER_REQUEST
+    if events_per_second <= MIXPANEL_EVENTS_PER_SECOND:
+        return
+
+    max_in_flight = MIXPANEL_EVENTS_PER_SECOND // MIXPANEL_EVENTS_PER_REQUEST
+    if concurrency <= max_in_flight:
+        fix = f"pulumi config set maxInstances {max_in_flight // concurrency}"
+    else:
+        fix = (
+            "pulumi config set maxInstances 1 and pulumi config set "
+            f"instanceConcurrency {max_in_flight}"
+        )
+    pulumi.log.warn(
+        f"Configuration maxInstances ({max_instances}) x instanceConcurrency "
+        f"({concurrency}) lets {in_flight} pushes run at once. At "
+        f"{MIXPANEL_EVENTS_PER_REQUEST} events per request and one request per "
+        f"second each, that is up to {events_per_second} events per second, above "
+        f"the about {MIXPANEL_EVENTS_PER_SECOND} that Mixpanel accepts per project, "
+        "so Mixpanel may answer HTTP 429 and delay events. To stay below it, keep "
+        f"maxInstances x instanceConcurrency at most {max_in_flight}: {fix}"
+    )
 
 
 def _check_timing_budget(

@@ -32,6 +32,11 @@ class Messaging(pulumi.ComponentResource):
         super().__init__("mixpanel-pubsub:infra:Messaging", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=apis.needed_by("pubsub"))
         prefix = cfg.resource_prefix
+        # Failed messages are the only data the pipeline keeps, so a stack can
+        # protect their topic and subscription from deletion.
+        dead_letter_opts = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(protect=cfg.protect_dead_letter)
+        )
 
         # The topic that producers publish Mixpanel events to.
         self.events_topic = gcp.pubsub.Topic(
@@ -47,7 +52,7 @@ class Messaging(pulumi.ComponentResource):
             f"{name}-dead-letter",
             project=cfg.project,
             name=f"{prefix}-dead-letter",
-            opts=child,
+            opts=dead_letter_opts,
         )
 
         # Keeps dead-lettered messages until someone pulls them, because
@@ -64,7 +69,7 @@ class Messaging(pulumi.ComponentResource):
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(
                 ttl=NEVER_EXPIRE
             ),
-            opts=child,
+            opts=dead_letter_opts,
         )
 
         # Creates the Pub/Sub service agent if the project does not have it
