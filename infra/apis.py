@@ -17,7 +17,14 @@ APIS: dict[str, tuple[str, str]] = {
     "artifactregistry": ("artifactregistry.googleapis.com", "the function image"),
     "storage": ("storage.googleapis.com", "the function source bucket"),
     "iam": ("iam.googleapis.com", "service accounts and their IAM policies"),
-    "logging": ("logging.googleapis.com", "build and function logs"),
+    "logging": (
+        "logging.googleapis.com",
+        "build and function logs, and the log-based metrics",
+    ),
+    "monitoring": (
+        "monitoring.googleapis.com",
+        "alert policies, notification channels and the dashboard",
+    ),
     "cloudresourcemanager": (
         "cloudresourcemanager.googleapis.com",
         "project-level IAM grants",

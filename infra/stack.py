@@ -13,6 +13,7 @@ from .credentials import MixpanelSecret
 from .forwarder import Forwarder
 from .identities import ServiceAccounts
 from .messaging import Messaging, PushDelivery
+from .monitoring import Monitoring
 
 FUNCTION_DIR = Path(__file__).resolve().parent.parent / "function"
 
@@ -46,6 +47,9 @@ def build_stack(
     delivery = PushDelivery(
         "delivery", cfg, apis, messaging, accounts.push, forwarder.function
     )
+    monitoring = Monitoring(
+        "monitoring", cfg, apis, messaging, delivery, forwarder.function
+    )
 
     return {
         "eventsTopic": messaging.events_topic.id,
@@ -55,6 +59,7 @@ def build_stack(
         "functionName": forwarder.function.name,
         "functionUrl": forwarder.url,
         "publishTestCommand": messaging.events_topic.id.apply(publish_test_command),
+        "dashboardUrl": monitoring.dashboard_url,
     }
 
 

@@ -1,10 +1,16 @@
-"""Local stand-in for the Pub/Sub REST API's topic calls, addressed like the emulator.
+"""Local stand-in for the Pub/Sub REST API's topic and subscription calls.
 
-Set PUBSUB_EMULATOR_HOST to the value start() returns and send the REST calls
-to http://$PUBSUB_EMULATOR_HOST/v1/. The stand-in serves topics.create (PUT),
-topics.get and topics.publish, validates publish requests against the service's
-documented limits, and returns errors as Google-style JSON bodies
+It is addressed like the emulator: set PUBSUB_EMULATOR_HOST to the value start()
+returns and send the REST calls to http://$PUBSUB_EMULATOR_HOST/v1/. The
+stand-in serves topics.create (PUT), topics.get and topics.publish, and for pull
+subscriptions subscriptions.create (PUT), subscriptions.get, pull, acknowledge
+and modifyAckDeadline. It validates requests against the service's documented
+limits and returns errors as Google-style JSON bodies
 ({"error": {"code", "message", "status"}}).
+
+A message published to a topic goes to every subscription the topic had at
+that moment. A pulled message is leased to the puller until its ack deadline
+passes, and comes back on a later pull unless it is acknowledged first.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +39,15 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_ATTRIBUTES = 100
+
+# Pub/Sub's default ack deadline, and the range that subscriptions.create and
+# modifyAckDeadline accept (0 in modifyAckDeadline releases a message at once).
+DEFAULT_ACK_DEADLINE_SECONDS = 10
+MIN_ACK_DEADLINE_SECONDS = 10
+MAX_ACK_DEADLINE_SECONDS = 600
+
+# The calls that fail_next() can script a failure for.
+SCRIPTABLE_CALLS = ("publish", "pull", "acknowledge", "modifyAckDeadline")
 MAX_ATTRIBUTE_KEY_BYTES = 256
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
 
@@ -45,6 +61,8 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 # Topic IDs: 3 to 255 characters, starting with a letter, not starting with "goog".
 _TOPIC_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 _TOPIC_NAME_PATTERN = re.compile(r"projects/([^/]+)/topics/([^/]+)")
+# Subscription IDs follow the same rules as topic IDs.
+_SUBSCRIPTION_NAME_PATTERN = re.compile(r"projects/([^/]+)/subscriptions/([^/]+)")
 
 # Standard and URL-safe base64, with or without padding, as proto3 JSON accepts.
 _BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
@@ -91,6 +109,16 @@ _ROUTES = Map(
             endpoint="topic",
             methods=["GET", "PUT"],
         ),
+        Rule(
+            "/v1/projects/<project>/subscriptions/<subscription>:<call>",
+            endpoint="subscription_call",
+            methods=["POST"],
+        ),
+        Rule(
+            "/v1/projects/<project>/subscriptions/<subscription>",
+            endpoint="subscription",
+            methods=["GET", "PUT"],
+        ),
     ]
 )
 
@@ -133,21 +161,56 @@ class _StoredMessage:
 
 
 @dataclass
-class _Topic:
-    """A topic and its messages in publish order.
+class _Delivery:
+    """One message's state on one subscription.
 
-    Every message enters through append(). Subscriptions, when added, belong
-    here too: append() would hand each new message to every subscription of the
-    topic, and each subscription would keep its own outstanding messages, ack
-    ids and ack deadlines for pull, acknowledge and modifyAckDeadline.
+    `lease_expires` is the clock time at which a pulled message becomes
+    available again, or None while no puller has it leased. `ack_id` belongs
+    to the latest pull only, so an ack id from an expired lease matches nothing.
+    """
+
+    stored: _StoredMessage
+    attempts: int = 0
+    ack_id: str | None = None
+    lease_expires: float | None = None
+
+
+@dataclass
+class _Subscription:
+    """A pull subscription and the messages it has not had acknowledged."""
+
+    name: str
+    topic: str
+    ack_deadline_seconds: int
+    pending: list[_Delivery] = field(default_factory=list)
+    leases: dict[str, _Delivery] = field(default_factory=dict)
+
+    def resource(self) -> dict[str, Any]:
+        """Return the subscription as the REST API represents it."""
+        return {
+            "name": self.name,
+            "topic": self.topic,
+            "ackDeadlineSeconds": self.ack_deadline_seconds,
+        }
+
+
+@dataclass
+class _Topic:
+    """A topic, its messages in publish order, and its subscriptions.
+
+    Every message enters through append(), which hands it to each subscription
+    the topic has at that moment.
     """
 
     name: str
     messages: list[_StoredMessage] = field(default_factory=list)
+    subscriptions: list[_Subscription] = field(default_factory=list)
 
     def append(self, stored: _StoredMessage) -> None:
-        """Add one message to the topic's log."""
+        """Add one message to the topic's log and to each of its subscriptions."""
         self.messages.append(stored)
+        for subscription in self.subscriptions:
+            subscription.pending.append(_Delivery(stored))
 
 
 @dataclass(frozen=True)
@@ -158,31 +221,53 @@ class _NewMessage:
 
 
 class _InvalidArgument(Exception):
-    """A publish or create request that breaks one of the service's rules."""
+    """A request that breaks one of the service's rules."""
 
 
 class PubSubStandin(LocalServer):
-    """Pub/Sub REST stand-in for topics, served on 127.0.0.1.
+    """Pub/Sub REST stand-in for topics and pull subscriptions, on 127.0.0.1.
 
     Args:
         topics: full names, projects/P/topics/T, of the topics that exist.
+        subscriptions: full subscription names, projects/P/subscriptions/S,
+            each mapped to the full name of its topic, which `topics` lists.
+        clock: current time in seconds, for ack deadlines; tests can pass
+            their own to let a lease expire without waiting.
     """
 
-    def __init__(self, *, topics: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        topics: Iterable[str] = (),
+        subscriptions: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
         self._initial_topics = tuple(topics)
         for name in self._initial_topics:
             _validate_topic_name(name)
+        self._initial_subscriptions = dict(subscriptions or {})
+        for name, topic in self._initial_subscriptions.items():
+            _validate_subscription_name(name)
+            if topic not in self._initial_topics:
+                raise ValueError(
+                    f"subscription {name!r} names topic {topic!r}, which is not "
+                    "in the topics argument"
+                )
 
+        self._clock = clock
         self._lock = threading.Lock()
-        self._topics: dict[str, _Topic] = {
-            name: _Topic(name) for name in self._initial_topics
-        }
+        self._topics: dict[str, _Topic] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
         self._requests: list[PubSubRequest] = []
-        self._pending_failures: deque[int] = deque()
+        self._pending_failures: dict[str, deque[int]] = {
+            call: deque() for call in SCRIPTABLE_CALLS
+        }
+        self._restore_initial_resources()
 
         # Ids keep counting across reset(), so an id is never reused.
         self._message_ids = itertools.count(1)
+        self._ack_ids = itertools.count(1)
         self._sequence = itertools.count()
 
     @property
@@ -200,14 +285,75 @@ class PubSubStandin(LocalServer):
         with self._lock:
             self._topics.setdefault(name, _Topic(name))
 
-    def fail_next(self, count: int = 1, status: int = 503) -> None:
-        """Make the next `count` publish calls return `status` and store nothing."""
+    def create_subscription(
+        self,
+        name: str,
+        topic: str,
+        ack_deadline_seconds: int = DEFAULT_ACK_DEADLINE_SECONDS,
+    ) -> None:
+        """Create pull subscription `name` on `topic`, or do nothing if it exists.
+
+        The subscription receives the messages published from now on.
+
+        Raises:
+            ValueError: the name or the ack deadline is invalid, or the
+                subscription exists on another topic.
+            KeyError: `topic` does not exist.
+        """
+        _validate_subscription_name(name)
+        _check_ack_deadline(ack_deadline_seconds)
+        with self._lock:
+            existing = self._subscriptions.get(name)
+            if existing is not None:
+                if existing.topic != topic:
+                    raise ValueError(
+                        f"subscription {name!r} exists on topic {existing.topic!r}, "
+                        f"not {topic!r}"
+                    )
+                return
+            if topic not in self._topics:
+                raise KeyError(
+                    f"topic {topic!r} not found. Create it with create_topic() "
+                    "or the topics argument"
+                )
+            self._add_subscription(name, topic, ack_deadline_seconds)
+
+    def fail_next(
+        self, count: int = 1, status: int = 503, call: str = "publish"
+    ) -> None:
+        """Make the next `count` calls of `call` return `status` and change nothing.
+
+        `call` is one of SCRIPTABLE_CALLS: publish, pull, acknowledge or
+        modifyAckDeadline. Each has its own queue of scripted failures.
+        """
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an error status (400-599), got {status}")
+        if call not in SCRIPTABLE_CALLS:
+            raise ValueError(
+                f"call must be one of {', '.join(SCRIPTABLE_CALLS)}, got {call!r}"
+            )
         with self._lock:
-            self._pending_failures.extend([status] * count)
+            self._pending_failures[call].extend([status] * count)
+
+    def unacknowledged(self, subscription: str) -> list[PublishedMessage]:
+        """Return the messages of `subscription` not yet acknowledged, in order.
+
+        Messages leased to a puller count, because they come back when their
+        ack deadline passes.
+
+        Raises:
+            KeyError: `subscription` does not exist.
+        """
+        with self._lock:
+            found = self._subscriptions.get(subscription)
+            if found is None:
+                raise KeyError(
+                    f"subscription {subscription!r} not found. Create it with "
+                    "create_subscription() or the subscriptions argument"
+                )
+            return [delivery.stored.message for delivery in found.pending]
 
     def published(self, topic: str | None = None) -> list[PublishedMessage]:
         """Return the messages published to `topic`, or to all topics, in order.
@@ -235,14 +381,18 @@ class PubSubStandin(LocalServer):
             return list(self._requests)
 
     def reset(self) -> None:
-        """Restore the constructor's topics, with no messages, requests or failures."""
+        """Restore the constructor's topics and subscriptions, all empty.
+
+        Recorded requests and scripted failures are cleared too.
+        """
         with self._lock:
-            self._topics = {name: _Topic(name) for name in self._initial_topics}
+            self._restore_initial_resources()
             self._requests.clear()
-            self._pending_failures.clear()
+            for failures in self._pending_failures.values():
+                failures.clear()
 
     def handle(self, request: Request) -> Response:
-        """Route a request to publish or to the topic resource."""
+        """Route a request to a topic or subscription call."""
         body = _parse_json(request.get_data())
         try:
             endpoint, args = _ROUTES.bind_to_environ(request.environ).match()
@@ -253,13 +403,7 @@ class PubSubStandin(LocalServer):
                 404, f"no such resource or method: {request.method} {request.path}"
             )
         else:
-            name = f"projects/{args['project']}/topics/{args['topic']}"
-            if endpoint == "publish":
-                response = self._publish(name, body)
-            elif request.method == "PUT":
-                response = self._create_topic(name)
-            else:
-                response = self._get_topic(name)
+            response = self._dispatch(request.method, endpoint, args, body)
 
         record = PubSubRequest(
             method=request.method,
@@ -272,17 +416,52 @@ class PubSubStandin(LocalServer):
             self._requests.append(record)
         return response
 
-    def _publish(self, topic_name: str, body: Any) -> Response:
-        with self._lock:
-            failure = (
-                self._pending_failures.popleft() if self._pending_failures else None
-            )
-            topic_exists = topic_name in self._topics
+    def _dispatch(
+        self, method: str, endpoint: str, args: dict[str, str], body: Any
+    ) -> Response:
+        """Call the handler of one routed request."""
+        if endpoint in ("publish", "topic"):
+            name = f"projects/{args['project']}/topics/{args['topic']}"
+            if endpoint == "publish":
+                return self._publish(name, body)
+            if method == "PUT":
+                return self._create_topic(name)
+            return self._get_topic(name)
+
+        name = f"projects/{args['project']}/subscriptions/{args['subscription']}"
+        if endpoint == "subscription":
+            if method == "PUT":
+                return self._create_subscription(name, body)
+            return self._get_subscription(name)
+
+        call = args["call"]
+        if call not in SCRIPTABLE_CALLS or call == "publish":
+            return _error_response(404, f"no such method: POST /v1/{name}:{call}")
+        failure = self._scripted_failure(call)
         if failure is not None:
-            logger.info("sending scripted %d response to publish", failure)
-            return _error_response(
-                failure, "Scripted failure from the Pub/Sub stand-in"
-            )
+            return failure
+        if call == "pull":
+            return self._pull(name, body)
+        if call == "acknowledge":
+            return self._acknowledge(name, body)
+        return self._modify_ack_deadline(name, body)
+
+    def _scripted_failure(self, call: str) -> Response | None:
+        """Return the next scripted failure of `call`, if one is queued."""
+        with self._lock:
+            queue = self._pending_failures[call]
+            status = queue.popleft() if queue else None
+        if status is None:
+            return None
+        logger.info("sending scripted %d response to %s", status, call)
+        return _error_response(status, "Scripted failure from the Pub/Sub stand-in")
+
+    def _publish(self, topic_name: str, body: Any) -> Response:
+        failure = self._scripted_failure("publish")
+        if failure is not None:
+            return failure
+        with self._lock:
+            topic_exists = topic_name in self._topics
         if not topic_exists:
             logger.info("rejected publish to %s: topic not found", topic_name)
             return _error_response(404, "Topic not found")
@@ -345,6 +524,143 @@ class PubSubStandin(LocalServer):
             return _error_response(404, "Topic not found")
         return _json_response(200, {"name": name})
 
+    # Subscriptions. Every helper below that touches self._subscriptions or
+    # self._topics expects the caller to hold self._lock.
+
+    def _restore_initial_resources(self) -> None:
+        self._topics = {name: _Topic(name) for name in self._initial_topics}
+        self._subscriptions = {}
+        for name, topic in self._initial_subscriptions.items():
+            self._add_subscription(name, topic, DEFAULT_ACK_DEADLINE_SECONDS)
+
+    def _add_subscription(self, name: str, topic: str, ack_deadline: int) -> None:
+        subscription = _Subscription(name, topic, ack_deadline)
+        self._subscriptions[name] = subscription
+        self._topics[topic].subscriptions.append(subscription)
+
+    def _create_subscription(self, name: str, body: Any) -> Response:
+        try:
+            _validate_subscription_name(name)
+            topic, ack_deadline = _validate_subscription_body(body)
+        except (ValueError, _InvalidArgument) as err:
+            logger.info("rejected subscription creation: %s", err)
+            return _error_response(400, str(err))
+        if isinstance(body.get("pushConfig"), dict) and body["pushConfig"].get(
+            "pushEndpoint"
+        ):
+            return _error_response(
+                501, "The Pub/Sub stand-in serves pull subscriptions only"
+            )
+
+        with self._lock:
+            if name in self._subscriptions:
+                return _error_response(409, "Subscription already exists")
+            if topic not in self._topics:
+                return _error_response(404, "Topic not found")
+            self._add_subscription(name, topic, ack_deadline)
+            resource = self._subscriptions[name].resource()
+        logger.info("created subscription %s on %s", name, topic)
+        return _json_response(200, resource)
+
+    def _get_subscription(self, name: str) -> Response:
+        with self._lock:
+            subscription = self._subscriptions.get(name)
+            resource = subscription.resource() if subscription else None
+        if resource is None:
+            return _error_response(404, "Subscription not found")
+        return _json_response(200, resource)
+
+    def _pull(self, name: str, body: Any) -> Response:
+        max_messages = body.get("maxMessages") if isinstance(body, dict) else None
+        if (
+            not isinstance(max_messages, int)
+            or isinstance(max_messages, bool)
+            or max_messages < 1
+        ):
+            return _error_response(400, "maxMessages must be a positive integer")
+
+        now = self._clock()
+        received = []
+        with self._lock:
+            subscription = self._subscriptions.get(name)
+            if subscription is None:
+                return _error_response(404, "Subscription not found")
+            for delivery in subscription.pending:
+                if len(received) >= min(max_messages, MAX_MESSAGES_PER_REQUEST):
+                    break
+                if delivery.lease_expires is not None and now < delivery.lease_expires:
+                    continue
+                if delivery.ack_id is not None:
+                    subscription.leases.pop(delivery.ack_id, None)
+                delivery.ack_id = f"ack-{next(self._ack_ids)}"
+                delivery.attempts += 1
+                delivery.lease_expires = now + subscription.ack_deadline_seconds
+                subscription.leases[delivery.ack_id] = delivery
+                received.append(_received_message(delivery))
+
+        # A pull without messages returns an empty object, as the service does.
+        return _json_response(200, {"receivedMessages": received} if received else {})
+
+    def _acknowledge(self, name: str, body: Any) -> Response:
+        """Remove the messages whose ack ids hold a current lease.
+
+        An ack id whose lease has expired is ignored, so its message comes back
+        on a later pull.
+        """
+        try:
+            ack_ids = _validate_ack_ids(body)
+        except _InvalidArgument as err:
+            return _error_response(400, str(err))
+
+        now = self._clock()
+        with self._lock:
+            subscription = self._subscriptions.get(name)
+            if subscription is None:
+                return _error_response(404, "Subscription not found")
+            for ack_id in ack_ids:
+                delivery = subscription.leases.pop(ack_id, None)
+                if delivery is None or delivery.lease_expires is None:
+                    continue
+                if now < delivery.lease_expires:
+                    subscription.pending.remove(delivery)
+        return _json_response(200, {})
+
+    def _modify_ack_deadline(self, name: str, body: Any) -> Response:
+        """Extend the leases of current ack ids, or release them with 0 seconds."""
+        try:
+            ack_ids = _validate_ack_ids(body)
+            seconds = body.get("ackDeadlineSeconds")
+            if (
+                not isinstance(seconds, int)
+                or isinstance(seconds, bool)
+                or not 0 <= seconds <= MAX_ACK_DEADLINE_SECONDS
+            ):
+                raise _InvalidArgument(
+                    f"ackDeadlineSeconds must be an integer from 0 to "
+                    f"{MAX_ACK_DEADLINE_SECONDS}"
+                )
+        except _InvalidArgument as err:
+            return _error_response(400, str(err))
+
+        now = self._clock()
+        with self._lock:
+            subscription = self._subscriptions.get(name)
+            if subscription is None:
+                return _error_response(404, "Subscription not found")
+            for ack_id in ack_ids:
+                delivery = subscription.leases.get(ack_id)
+                if delivery is None or delivery.lease_expires is None:
+                    continue
+                if now >= delivery.lease_expires:
+                    continue
+                if seconds == 0:
+                    subscription.leases.pop(ack_id)
+                    delivery.ack_id = None
+                    delivery.lease_expires = None
+                else:
+                    delivery.lease_expires = now + seconds
+        return _json_response(200, {})
+
 
 def _validate_topic_name(name: str) -> None:
     """Raise ValueError unless `name` is projects/P/topics/T with a valid topic ID."""
@@ -360,6 +676,89 @@ def _validate_topic_name(name: str) -> None:
             "where TOPIC is 3-255 characters of letters, digits and - _ . ~ + %, "
             "starts with a letter and does not start with 'goog'"
         )
+
+
+def _validate_subscription_name(name: str) -> None:
+    """Raise ValueError unless `name` is projects/P/subscriptions/S with a valid ID."""
+    match = _SUBSCRIPTION_NAME_PATTERN.fullmatch(name)
+    subscription_id = match.group(2) if match else ""
+    if (
+        match is None
+        or not _TOPIC_ID_PATTERN.fullmatch(subscription_id)
+        or subscription_id.lower().startswith("goog")
+    ):
+        raise ValueError(
+            f"invalid subscription name {name!r}: expected "
+            "projects/PROJECT/subscriptions/SUBSCRIPTION, where SUBSCRIPTION is "
+            "3-255 characters of letters, digits and - _ . ~ + %, starts with a "
+            "letter and does not start with 'goog'"
+        )
+
+
+def _check_ack_deadline(seconds: Any) -> None:
+    """Raise ValueError unless `seconds` is a subscription's valid ack deadline."""
+    if (
+        not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not MIN_ACK_DEADLINE_SECONDS <= seconds <= MAX_ACK_DEADLINE_SECONDS
+    ):
+        raise ValueError(
+            f"ackDeadlineSeconds must be an integer from {MIN_ACK_DEADLINE_SECONDS} "
+            f"to {MAX_ACK_DEADLINE_SECONDS}, got {seconds!r}"
+        )
+
+
+def _validate_subscription_body(body: Any) -> tuple[str, int]:
+    """Return the topic and ack deadline of a subscriptions.create body."""
+    if not isinstance(body, dict):
+        raise _InvalidArgument("Invalid JSON payload: the body must be a JSON object")
+    topic = body.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise _InvalidArgument("The subscription must name its topic")
+    _validate_topic_name(topic)
+    ack_deadline = body.get("ackDeadlineSeconds", DEFAULT_ACK_DEADLINE_SECONDS)
+    _check_ack_deadline(ack_deadline)
+    return topic, ack_deadline
+
+
+def _validate_ack_ids(body: Any) -> list[str]:
+    ack_ids = body.get("ackIds") if isinstance(body, dict) else None
+    if (
+        not isinstance(ack_ids, list)
+        or not ack_ids
+        or not all(isinstance(ack_id, str) and ack_id for ack_id in ack_ids)
+    ):
+        raise _InvalidArgument("ackIds must be a non-empty list of strings")
+    return ack_ids
+
+
+def _received_message(delivery: _Delivery) -> dict[str, Any]:
+    """Return one entry of a pull response's receivedMessages."""
+    stored = delivery.stored
+    message: dict[str, Any] = {
+        "messageId": stored.message.message_id,
+        "publishTime": _timestamp(stored.publish_time),
+    }
+    # Like the service, the response leaves out empty fields.
+    if stored.message.data:
+        message["data"] = base64.b64encode(stored.message.data).decode("ascii")
+    if stored.message.attributes:
+        message["attributes"] = dict(stored.message.attributes)
+    if stored.message.ordering_key:
+        message["orderingKey"] = stored.message.ordering_key
+    # NOTE: the service sends deliveryAttempt only on a subscription with a
+    # dead-letter policy, which the stand-in does not model, so it always
+    # sends it.
+    return {
+        "ackId": delivery.ack_id,
+        "message": message,
+        "deliveryAttempt": delivery.attempts,
+    }
+
+
+def _timestamp(moment: datetime) -> str:
+    """Format a UTC time as RFC 3339 with a Z suffix, as the service does."""
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _validate_publish_body(body: Any) -> list[_NewMessage]:

@@ -70,6 +70,12 @@ REQUIRED_APIS = {
         "artifactregistry.googleapis.com",
     },
     RUN_IAM: {"run.googleapis.com"},
+    "gcp:logging/metric:Metric": {"logging.googleapis.com"},
+    "gcp:monitoring/alertPolicy:AlertPolicy": {"monitoring.googleapis.com"},
+    "gcp:monitoring/notificationChannel:NotificationChannel": {
+        "monitoring.googleapis.com"
+    },
+    "gcp:monitoring/dashboard:Dashboard": {"monitoring.googleapis.com"},
 }
 
 FUNCTION_URL = "https://mp-dev-forwarder-x7k2p9q4ra-uc.a.run.app"
@@ -88,6 +94,7 @@ STACK_OUTPUTS = {
     "functionName",
     "functionUrl",
     "publishTestCommand",
+    "dashboardUrl",
 }
 
 

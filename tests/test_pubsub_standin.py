@@ -526,3 +526,436 @@ def test_stop_closes_port():
 def test_host_before_start_raises():
     with pytest.raises(RuntimeError):
         _ = PubSubStandin().host
+
+
+# Subscriptions: create, pull, acknowledge, modifyAckDeadline
+
+EVENTS_SUBSCRIPTION = "projects/demo-project/subscriptions/mixpanel-events-pull"
+DEAD_LETTER_SUBSCRIPTION = "projects/demo-project/subscriptions/mixpanel-dead-kept"
+
+
+class FakeClock:
+    """A clock that moves only when a test advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def subscription_server(clock):
+    with PubSubStandin(
+        topics=[EVENTS_TOPIC, DEAD_LETTER_TOPIC],
+        subscriptions={
+            EVENTS_SUBSCRIPTION: EVENTS_TOPIC,
+            DEAD_LETTER_SUBSCRIPTION: DEAD_LETTER_TOPIC,
+        },
+        clock=clock,
+    ) as standin:
+        yield standin
+
+
+@pytest.fixture
+def subs(subscription_server):
+    subscription_server.reset()
+    yield subscription_server
+    subscription_server.reset()
+
+
+def call(standin: PubSubStandin, subscription: str, method: str, body):
+    return requests.post(
+        f"http://{standin.host}/v1/{subscription}:{method}", json=body, timeout=10
+    )
+
+
+def pull(standin: PubSubStandin, subscription: str, max_messages: int = 10) -> list:
+    response = call(standin, subscription, "pull", {"maxMessages": max_messages})
+    assert response.status_code == 200, response.text
+    return response.json().get("receivedMessages", [])
+
+
+def test_pull_returns_published_message(subs):
+    published = publish(
+        subs,
+        EVENTS_TOPIC,
+        {"messages": [message(b"event", attributes={"source": "web"})]},
+    )
+    message_id = published.json()["messageIds"][0]
+
+    received = pull(subs, EVENTS_SUBSCRIPTION)
+
+    assert len(received) == 1
+    assert received[0]["ackId"]
+    assert received[0]["deliveryAttempt"] == 1
+    assert received[0]["message"]["messageId"] == message_id
+    assert base64.b64decode(received[0]["message"]["data"]) == b"event"
+    assert received[0]["message"]["attributes"] == {"source": "web"}
+    assert received[0]["message"]["publishTime"].endswith("Z")
+
+
+def test_pull_leaves_out_empty_fields(subs):
+    publish(subs, EVENTS_TOPIC, {"messages": [{"attributes": {"kind": "ping"}}]})
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"no attributes")]})
+
+    first, second = pull(subs, EVENTS_SUBSCRIPTION)
+
+    assert "data" not in first["message"]
+    assert "attributes" not in second["message"]
+    assert "orderingKey" not in second["message"]
+
+
+def test_pull_without_messages_returns_empty_object(subs):
+    response = call(subs, EVENTS_SUBSCRIPTION, "pull", {"maxMessages": 5})
+
+    assert response.status_code == 200
+    assert response.json() == {}
+
+
+def test_pull_honours_max_messages(subs):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"%d" % i) for i in range(5)]})
+
+    first = pull(subs, EVENTS_SUBSCRIPTION, max_messages=2)
+    rest = pull(subs, EVENTS_SUBSCRIPTION, max_messages=10)
+
+    assert [base64.b64decode(m["message"]["data"]) for m in first] == [b"0", b"1"]
+    assert [base64.b64decode(m["message"]["data"]) for m in rest] == [
+        b"2",
+        b"3",
+        b"4",
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"maxMessages": 0}, {"maxMessages": -1}, {"maxMessages": "5"}, None],
+    ids=["missing", "zero", "negative", "string", "no-body"],
+)
+def test_pull_invalid_max_messages_rejected(subs, body):
+    response = call(subs, EVENTS_SUBSCRIPTION, "pull", body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_pull_unknown_subscription_returns_404(subs):
+    response = call(
+        subs, "projects/demo-project/subscriptions/missing", "pull", {"maxMessages": 1}
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_unknown_subscription_method_returns_404(subs):
+    response = call(subs, EVENTS_SUBSCRIPTION, "seek", {})
+
+    assert response.status_code == 404
+
+
+def test_pulled_message_hidden_until_deadline(subs, clock):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"leased")]})
+    first = pull(subs, EVENTS_SUBSCRIPTION)
+
+    clock.advance(9.9)
+    during_lease = pull(subs, EVENTS_SUBSCRIPTION)
+    clock.advance(0.1)
+    after_lease = pull(subs, EVENTS_SUBSCRIPTION)
+
+    assert during_lease == []
+    assert len(after_lease) == 1
+    assert after_lease[0]["deliveryAttempt"] == 2
+    assert after_lease[0]["ackId"] != first[0]["ackId"]
+    assert after_lease[0]["message"]["messageId"] == first[0]["message"]["messageId"]
+
+
+def test_acknowledge_removes_message(subs, clock):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"done")]})
+    received = pull(subs, EVENTS_SUBSCRIPTION)
+
+    response = call(
+        subs, EVENTS_SUBSCRIPTION, "acknowledge", {"ackIds": [received[0]["ackId"]]}
+    )
+    clock.advance(60)
+
+    assert response.status_code == 200
+    assert response.json() == {}
+    assert pull(subs, EVENTS_SUBSCRIPTION) == []
+    assert subs.unacknowledged(EVENTS_SUBSCRIPTION) == []
+
+
+def test_acknowledge_after_deadline_ignored(subs, clock):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"late")]})
+    received = pull(subs, EVENTS_SUBSCRIPTION)
+    clock.advance(10)
+
+    response = call(
+        subs, EVENTS_SUBSCRIPTION, "acknowledge", {"ackIds": [received[0]["ackId"]]}
+    )
+
+    assert response.status_code == 200
+    assert [m.data for m in subs.unacknowledged(EVENTS_SUBSCRIPTION)] == [b"late"]
+    assert len(pull(subs, EVENTS_SUBSCRIPTION)) == 1
+
+
+def test_acknowledge_old_ack_id_ignored(subs, clock):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"twice")]})
+    first = pull(subs, EVENTS_SUBSCRIPTION)
+    clock.advance(10)
+    pull(subs, EVENTS_SUBSCRIPTION)
+
+    call(subs, EVENTS_SUBSCRIPTION, "acknowledge", {"ackIds": [first[0]["ackId"]]})
+
+    assert len(subs.unacknowledged(EVENTS_SUBSCRIPTION)) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"ackIds": []}, {"ackIds": "ack-1"}, {"ackIds": [1]}, {"ackIds": [""]}],
+    ids=["missing", "empty", "string", "number", "empty-id"],
+)
+def test_acknowledge_invalid_body_rejected(subs, body):
+    response = call(subs, EVENTS_SUBSCRIPTION, "acknowledge", body)
+
+    assert response.status_code == 400
+    assert "ackIds" in response.json()["error"]["message"]
+
+
+def test_modify_ack_deadline_zero_releases(subs):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"release")]})
+    received = pull(subs, EVENTS_SUBSCRIPTION)
+
+    response = call(
+        subs,
+        EVENTS_SUBSCRIPTION,
+        "modifyAckDeadline",
+        {"ackIds": [received[0]["ackId"]], "ackDeadlineSeconds": 0},
+    )
+    again = pull(subs, EVENTS_SUBSCRIPTION)
+
+    assert response.status_code == 200
+    assert len(again) == 1
+    assert again[0]["deliveryAttempt"] == 2
+
+
+def test_modify_ack_deadline_extends_lease(subs, clock):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"extend")]})
+    received = pull(subs, EVENTS_SUBSCRIPTION)
+    call(
+        subs,
+        EVENTS_SUBSCRIPTION,
+        "modifyAckDeadline",
+        {"ackIds": [received[0]["ackId"]], "ackDeadlineSeconds": 600},
+    )
+
+    clock.advance(599)
+    during_lease = pull(subs, EVENTS_SUBSCRIPTION)
+    acked = call(
+        subs, EVENTS_SUBSCRIPTION, "acknowledge", {"ackIds": [received[0]["ackId"]]}
+    )
+
+    assert during_lease == []
+    assert acked.status_code == 200
+    assert subs.unacknowledged(EVENTS_SUBSCRIPTION) == []
+
+
+@pytest.mark.parametrize("seconds", [-1, 601, "10", None])
+def test_modify_ack_deadline_invalid_seconds_rejected(subs, seconds):
+    response = call(
+        subs,
+        EVENTS_SUBSCRIPTION,
+        "modifyAckDeadline",
+        {"ackIds": ["ack-1"], "ackDeadlineSeconds": seconds},
+    )
+
+    assert response.status_code == 400
+    assert "ackDeadlineSeconds" in response.json()["error"]["message"]
+
+
+def test_publish_fans_out_to_each_subscription(subs):
+    second = "projects/demo-project/subscriptions/mixpanel-events-audit"
+    subs.create_subscription(second, EVENTS_TOPIC)
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"both")]})
+
+    received = pull(subs, EVENTS_SUBSCRIPTION)
+    call(subs, EVENTS_SUBSCRIPTION, "acknowledge", {"ackIds": [received[0]["ackId"]]})
+
+    assert subs.unacknowledged(EVENTS_SUBSCRIPTION) == []
+    assert [m.data for m in subs.unacknowledged(second)] == [b"both"]
+    assert subs.unacknowledged(DEAD_LETTER_SUBSCRIPTION) == []
+
+
+def test_subscription_receives_only_later_messages(subs):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"before")]})
+    late = "projects/demo-project/subscriptions/late-subscriber"
+    subs.create_subscription(late, EVENTS_TOPIC)
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"after")]})
+
+    assert [m.data for m in subs.unacknowledged(late)] == [b"after"]
+
+
+def test_put_creates_subscription(subs):
+    name = "projects/demo-project/subscriptions/created-by-put"
+
+    created = requests.put(
+        f"http://{subs.host}/v1/{name}",
+        json={"topic": EVENTS_TOPIC, "ackDeadlineSeconds": 60},
+        timeout=5,
+    )
+    fetched = requests.get(f"http://{subs.host}/v1/{name}", timeout=5)
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"new")]})
+
+    expected = {"name": name, "topic": EVENTS_TOPIC, "ackDeadlineSeconds": 60}
+    assert created.status_code == 200
+    assert created.json() == expected
+    assert fetched.json() == expected
+    assert [m.data for m in subs.unacknowledged(name)] == [b"new"]
+
+
+def test_put_existing_subscription_returns_409(subs):
+    response = requests.put(
+        f"http://{subs.host}/v1/{EVENTS_SUBSCRIPTION}",
+        json={"topic": EVENTS_TOPIC},
+        timeout=5,
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["status"] == "ALREADY_EXISTS"
+
+
+def test_put_subscription_unknown_topic_returns_404(subs):
+    response = requests.put(
+        f"http://{subs.host}/v1/projects/demo-project/subscriptions/orphan",
+        json={"topic": "projects/demo-project/topics/missing"},
+        timeout=5,
+    )
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("subscription_id", "body"),
+    [
+        pytest.param("ok-subscription", {}, id="no-topic"),
+        pytest.param("ok-subscription", {"topic": "events"}, id="short-topic"),
+        pytest.param(
+            "ok-subscription",
+            {"topic": EVENTS_TOPIC, "ackDeadlineSeconds": 5},
+            id="deadline-5",
+        ),
+        pytest.param("goog-subscription", {"topic": EVENTS_TOPIC}, id="goog-prefix"),
+        pytest.param("ab", {"topic": EVENTS_TOPIC}, id="too-short"),
+    ],
+)
+def test_put_invalid_subscription_rejected(subs, subscription_id, body):
+    response = requests.put(
+        f"http://{subs.host}/v1/projects/demo-project/subscriptions/{subscription_id}",
+        json=body,
+        timeout=5,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_put_push_subscription_unimplemented(subs):
+    response = requests.put(
+        f"http://{subs.host}/v1/projects/demo-project/subscriptions/pushed",
+        json={
+            "topic": EVENTS_TOPIC,
+            "pushConfig": {"pushEndpoint": "http://127.0.0.1:9/"},
+        },
+        timeout=5,
+    )
+
+    assert response.status_code == 501
+    assert response.json()["error"]["status"] == "UNIMPLEMENTED"
+
+
+def test_get_missing_subscription_returns_404(subs):
+    response = requests.get(
+        f"http://{subs.host}/v1/projects/demo-project/subscriptions/missing", timeout=5
+    )
+
+    assert response.status_code == 404
+
+
+def test_create_subscription_method_is_idempotent(subs):
+    name = "projects/demo-project/subscriptions/from-python"
+
+    subs.create_subscription(name, EVENTS_TOPIC)
+    subs.create_subscription(name, EVENTS_TOPIC)
+
+    assert subs.unacknowledged(name) == []
+    with pytest.raises(ValueError):
+        subs.create_subscription(name, DEAD_LETTER_TOPIC)
+    with pytest.raises(KeyError):
+        subs.create_subscription(
+            "projects/demo-project/subscriptions/no-topic",
+            "projects/demo-project/topics/missing",
+        )
+    with pytest.raises(ValueError):
+        subs.create_subscription(name + "-x", EVENTS_TOPIC, ack_deadline_seconds=601)
+
+
+def test_unacknowledged_unknown_subscription_raises(subs):
+    with pytest.raises(KeyError):
+        subs.unacknowledged("projects/demo-project/subscriptions/missing")
+
+
+def test_reset_restores_subscriptions(subs):
+    extra = "projects/demo-project/subscriptions/temporary"
+    subs.create_subscription(extra, EVENTS_TOPIC)
+    publish(subs, EVENTS_TOPIC, {"messages": [message()]})
+
+    subs.reset()
+
+    assert subs.unacknowledged(EVENTS_SUBSCRIPTION) == []
+    with pytest.raises(KeyError):
+        subs.unacknowledged(extra)
+
+
+def test_constructor_rejects_subscription_without_topic():
+    with pytest.raises(ValueError):
+        PubSubStandin(subscriptions={EVENTS_SUBSCRIPTION: EVENTS_TOPIC})
+
+
+@pytest.mark.parametrize("method", ["pull", "acknowledge", "modifyAckDeadline"])
+def test_fail_next_scripts_subscription_calls(subs, method):
+    publish(subs, EVENTS_TOPIC, {"messages": [message(b"kept")]})
+    subs.fail_next(status=503, call=method)
+    body = {
+        "maxMessages": 1,
+        "ackIds": ["ack-unknown"],
+        "ackDeadlineSeconds": 0,
+    }
+
+    failed = call(subs, EVENTS_SUBSCRIPTION, method, body)
+    retried = call(subs, EVENTS_SUBSCRIPTION, method, body)
+
+    assert failed.status_code == 503
+    assert failed.json()["error"]["status"] == "UNAVAILABLE"
+    assert retried.status_code == 200
+    assert len(subs.unacknowledged(EVENTS_SUBSCRIPTION)) == 1
+
+
+def test_fail_next_publish_leaves_pull_alone(subs):
+    subs.fail_next(count=1)
+
+    response = call(subs, EVENTS_SUBSCRIPTION, "pull", {"maxMessages": 1})
+
+    assert response.status_code == 200
+
+
+def test_fail_next_rejects_unknown_call(subs):
+    with pytest.raises(ValueError):
+        subs.fail_next(call="seek")

@@ -161,7 +161,7 @@ def _log_dead_letters(message: PushMessage, failures: list[Failure]) -> None:
         details.setdefault(failure.code, failure.detail)
     for code, count in Counter(failure.code for failure in failures).items():
         logger.warning(
-            "events dead-lettered",
+            "events dead-lettered by error code",
             extra={
                 "fields": {
                     "message_id": message.message_id,
