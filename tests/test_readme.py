@@ -9,6 +9,8 @@ import yaml
 from infra_mocks import base_config, build, make_function_dir
 
 from infra import config
+from infra.apis import APIS
+from infra.grants import GRANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -79,3 +81,23 @@ def test_outputs_table_matches_stack(tmp_path):
     rows = {_code(row[0]) for row in _table("## Stack outputs")}
 
     assert rows == set(built.outputs)
+
+
+def test_requirements_list_every_api():
+    rows = _table("## Requirements")
+    listed = {_code(row[0]) for row in rows}
+
+    assert listed == {api for api, _reason in APIS.values()}
+
+
+def test_requirements_list_every_grant():
+    section = README.split("\n## Requirements\n", 1)[1].split("\n## ", 1)[0]
+    roles_table = section.split("| who | role | on what | why |", 1)[1]
+    rows = {
+        tuple(cell.strip() for cell in line.strip().strip("|").split("|")[:3])
+        for line in roles_table.splitlines()[2:]
+        if line.startswith("|")
+    }
+    expected = {(grant.member, f"`{grant.role}`", grant.resource) for grant in GRANTS}
+
+    assert rows == expected
