@@ -113,17 +113,23 @@ def _report_times(sent: list, imported: list, out) -> None:
         if isinstance(event, dict) and isinstance(event.get("properties"), dict)
     }
     changed = []
+    checked = 0
     for event in imported:
         insert_id = event["properties"]["$insert_id"]
         carried = original.get(insert_id)
         if isinstance(carried, int) and not isinstance(carried, bool):
+            checked += 1
             carried_ms = carried * 1000 if carried < 100_000_000_000 else carried
             if carried_ms != event["properties"]["time"]:
                 changed.append(insert_id)
     if changed:
         print(f"Times changed in transit for: {', '.join(changed)}", file=out)
     else:
-        print("Every stored time is the instant the event carried.", file=out)
+        print(
+            f"{checked} of {len(imported)} stored events carried an integer time "
+            "with their own $insert_id; each stored time is that instant.",
+            file=out,
+        )
 
 
 def _iso(milliseconds: int) -> str:

@@ -15,6 +15,7 @@ passes, and comes back on a later pull unless it is acknowledged first.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import itertools
@@ -911,3 +912,62 @@ def _error_response(status: int, message: str) -> Response:
 
 def _json_response(status: int, payload: dict[str, Any]) -> Response:
     return Response(json.dumps(payload), status=status, content_type="application/json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the stand-in on 127.0.0.1 until Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="python -m local.pubsub_standin",
+        description="Serve the Pub/Sub REST stand-in on 127.0.0.1 until Ctrl-C.",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="TCP port to listen on (default: 0, which picks a free port)",
+    )
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="projects/P/topics/T",
+        help="topic to create at start; repeat for several",
+    )
+    parser.add_argument(
+        "--subscription",
+        action="append",
+        default=[],
+        metavar="projects/P/subscriptions/S=projects/P/topics/T",
+        help="pull subscription to create at start on one of the topics",
+    )
+    args = parser.parse_args(argv)
+
+    subscriptions = {}
+    for item in args.subscription:
+        name, separator, topic = item.partition("=")
+        if not separator:
+            parser.error(f"--subscription {item!r}: expected NAME=TOPIC")
+        subscriptions[name] = topic
+    try:
+        standin = PubSubStandin(topics=args.topic, subscriptions=subscriptions)
+    except ValueError as err:
+        parser.error(str(err))
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host = standin.start(port=args.port)
+    print(f"Pub/Sub stand-in listening on http://{host}")
+    print(f"  export PUBSUB_EMULATOR_HOST={host}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        standin.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

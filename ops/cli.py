@@ -403,17 +403,21 @@ def _parse_attributes(pairs: tuple[str, ...]) -> dict[str, str]:
     return attributes
 
 
+def _messages(count: int) -> str:
+    return f"{count} message" if count == 1 else f"{count} messages"
+
+
 def _print_replay_summary(
     summary: deadletter.ReplaySummary, subscription: str, topic: str
 ) -> None:
     if summary.dry_run:
         click.echo(
-            f"Dry run: {summary.replayed_total} messages on {subscription} would be "
-            "replayed; nothing was published or acknowledged."
+            f"Dry run: {_messages(summary.replayed_total)} on {subscription} would "
+            "be replayed; nothing was published or acknowledged."
         )
     else:
         click.echo(
-            f"Replayed {summary.replayed_total} messages from {subscription} "
+            f"Replayed {_messages(summary.replayed_total)} from {subscription} "
             f"to {topic}."
         )
     _echo_counts(summary.replayed)

@@ -265,7 +265,7 @@ def replay(
                         summary.unacknowledged = len(chunk)
                         raise
                     logger.info(
-                        "republished and acknowledged messages %s",
+                        "republished and acknowledged message ids %s",
                         ", ".join(m.message_id for m in chunk),
                     )
                 summary.replayed.update(error_code(m) for m in chunk)

@@ -959,3 +959,33 @@ def test_fail_next_publish_leaves_pull_alone(subs):
 def test_fail_next_rejects_unknown_call(subs):
     with pytest.raises(ValueError):
         subs.fail_next(call="seek")
+
+
+def test_cli_creates_topics_and_subscriptions():
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "local.pubsub_standin",
+        "--topic",
+        "projects/demo/topics/events",
+        "--subscription",
+        "projects/demo/subscriptions/events-kept=projects/demo/topics/events",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        host = process.stdout.readline().strip().split("=", 1)[1]
+        topic = requests.get(f"http://{host}/v1/projects/demo/topics/events", timeout=5)
+        subscription = requests.get(
+            f"http://{host}/v1/projects/demo/subscriptions/events-kept", timeout=5
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    assert first.startswith("Pub/Sub stand-in listening on http://127.0.0.1:")
+    assert topic.status_code == 200
+    assert subscription.json()["topic"] == "projects/demo/topics/events"
