@@ -45,6 +45,10 @@ KNOWN_KEYS: dict[str, str] = {
     "resourcePrefix": "string",
     "logLevel": "string",
     "protectDeadLetter": "string",
+    "piiDropProperties": "string",
+    "piiHashProperties": "string",
+    "piiHashKey": "string",
+    "keepIpAddress": "string",
 }
 
 # Required provider keys that Pulumi.yaml cannot declare: Pulumi accepts a
@@ -52,7 +56,9 @@ KNOWN_KEYS: dict[str, str] = {
 UNDECLARED_KEYS = frozenset({"gcp:project"})
 
 # Keys whose value is a credential: read as secret Outputs, never printed.
-SECRET_KEYS = frozenset({"mixpanelServiceAccountSecret", "mixpanelProjectToken"})
+SECRET_KEYS = frozenset(
+    {"mixpanelServiceAccountSecret", "mixpanelProjectToken", "piiHashKey"}
+)
 
 # Defaults shared with Pulumi.yaml (a test keeps the two in step). An empty
 # string means "not set": Pulumi needs a default for every optional key.
@@ -80,9 +86,18 @@ DEFAULTS: dict[str, str | int] = {
     "resourcePrefix": "",
     "logLevel": "INFO",
     "protectDeadLetter": "",
+    "piiDropProperties": "",
+    "piiHashProperties": "",
+    "piiHashKey": "",
+    "keepIpAddress": "false",
 }
 
 MIXPANEL_REGIONS = ("us", "eu", "in")
+
+# The function rejects a shorter hash key: 32 hex characters carry 128 bits.
+MIN_PII_HASH_KEY_LENGTH = 32
+# Mixpanel reads `time` as a time, so a hash in its place fails validation.
+UNHASHABLE_PROPERTIES = frozenset({"time"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # A push subscription waits at most 600 s for the endpoint's response.
@@ -174,6 +189,21 @@ class MixpanelCredential:
 
 
 @dataclass(frozen=True)
+class PiiConfig:
+    """The personal-data rules that the function applies to every event.
+
+    The properties are dotted paths relative to `properties`, as written in
+    the stack configuration. `hash_key` is the HMAC key as a secret Output,
+    and None when no property is hashed.
+    """
+
+    drop_properties: tuple[str, ...]
+    hash_properties: tuple[str, ...]
+    keep_ip_address: bool
+    hash_key: pulumi.Output[str] | None = field(repr=False)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """All validated settings of one stack."""
 
@@ -201,6 +231,7 @@ class StackConfig:
     error_rate_alert_percent: int
     log_level: str
     protect_dead_letter: bool
+    pii: PiiConfig
 
 
 def default_prefix(stack: str) -> str:
@@ -248,6 +279,7 @@ def load_config() -> StackConfig:
         **_alerting(reader),
         log_level=_log_level(reader),
         protect_dead_letter=_protect_dead_letter(reader, stack),
+        pii=_pii(reader),
     )
 
 
@@ -280,6 +312,11 @@ class _Reader:
         """Return whether the stack stores the key as a secret."""
         source, name = self._source(key)
         return pulumi.runtime.is_config_secret(source.full_key(name))
+
+    def length(self, key: str) -> int:
+        """Return the length of a key's stripped value, secret or not."""
+        source, name = self._source(key)
+        return len((source.get(name) or "").strip())
 
     def secret(self, key: str) -> pulumi.Output[str]:
         """Return a credential as a secret Output, stripped."""
@@ -494,6 +531,123 @@ def _alert_emails(reader: _Reader) -> tuple[str, ...]:
     return tuple(addresses)
 
 
+def _pii(reader: _Reader) -> PiiConfig:
+    """Read the properties to drop and hash, the hash key and the IP rule."""
+    drop = _property_paths(reader, "piiDropProperties")
+    hashed = _property_paths(reader, "piiHashProperties")
+
+    for path in hashed:
+        if path in drop:
+            raise ConfigError(
+                "piiHashProperties",
+                f"{path!r} is also in piiDropProperties; list each property in "
+                "one of them",
+                f"pulumi config set piiHashProperties '{_without(hashed, path)}'",
+            )
+        if path in UNHASHABLE_PROPERTIES:
+            raise ConfigError(
+                "piiHashProperties",
+                f"{path!r} cannot be hashed, because Mixpanel needs it as it is; "
+                "drop it instead",
+                f"pulumi config set piiHashProperties '{_without(hashed, path)}'",
+            )
+
+    return PiiConfig(
+        drop_properties=drop,
+        hash_properties=hashed,
+        keep_ip_address=_keep_ip_address(reader),
+        hash_key=_pii_hash_key(reader, hashed),
+    )
+
+
+def _property_paths(reader: _Reader, key: str) -> tuple[str, ...]:
+    """Read dotted property paths separated by commas, empty entries skipped."""
+    raw = reader.text(key)
+    fix = f"pulumi config set {key} 'email,address.street'"
+    if raw.startswith("["):
+        raise ConfigError(
+            key,
+            f"invalid value {raw!r}; expected paths separated by commas, not a list",
+            fix,
+        )
+
+    paths: list[str] = []
+    for entry in raw.split(","):
+        path = entry.strip()
+        if not path:
+            continue
+        segments = path.split(".")
+        if any(not segment or segment != segment.strip() for segment in segments):
+            raise ConfigError(
+                key,
+                f"{path!r} is not a property path; expected names separated by "
+                "dots, such as address.street, each non-empty and without spaces "
+                "at either end",
+                fix,
+            )
+        if path in paths:
+            raise ConfigError(key, f"{path!r} is listed twice", fix)
+        paths.append(path)
+    return tuple(paths)
+
+
+def _without(paths: tuple[str, ...], removed: str) -> str:
+    return ",".join(path for path in paths if path != removed)
+
+
+def _pii_hash_key(
+    reader: _Reader, hashed: tuple[str, ...]
+) -> pulumi.Output[str] | None:
+    """Read piiHashKey as a secret Output when properties are hashed."""
+    fix = 'pulumi config set --secret piiHashKey "$(openssl rand -hex 32)"'
+    if not hashed:
+        if reader.is_set("piiHashKey"):
+            pulumi.log.warn(
+                "Configuration piiHashKey is set but piiHashProperties is empty, "
+                "so the key is not deployed. Set piiHashProperties to hash "
+                "properties, or run pulumi config rm piiHashKey"
+            )
+        return None
+
+    if not reader.is_set("piiHashKey"):
+        raise ConfigError(
+            "piiHashKey",
+            "missing; piiHashProperties is set and needs the key of the keyed "
+            "hash (HMAC-SHA-256)",
+            fix,
+        )
+    if not reader.is_encrypted("piiHashKey"):
+        raise ConfigError(
+            "piiHashKey",
+            "stored in plain text in the stack configuration; the hash key must "
+            "be encrypted",
+            fix,
+        )
+    # The message gives the length only, never the key.
+    length = reader.length("piiHashKey")
+    if length < MIN_PII_HASH_KEY_LENGTH:
+        raise ConfigError(
+            "piiHashKey",
+            f"too short ({length} characters); the function needs at least "
+            f"{MIN_PII_HASH_KEY_LENGTH}",
+            fix,
+        )
+    return reader.secret("piiHashKey")
+
+
+def _keep_ip_address(reader: _Reader) -> bool:
+    value = reader.text("keepIpAddress").lower()
+    if not value:
+        return False
+    if value not in ("true", "false"):
+        raise ConfigError(
+            "keepIpAddress",
+            f"invalid value {value!r}; expected true or false",
+            "pulumi config set keepIpAddress false",
+        )
+    return value == "true"
+
+
 def _log_level(reader: _Reader) -> str:
     log_level = reader.text("logLevel").upper()
     if log_level not in LOG_LEVELS:
@@ -534,11 +688,13 @@ def _mixpanel_project_id(reader: _Reader) -> str:
             "missing; it is the numeric id in the Mixpanel project settings",
             fix,
         )
-    if not project_id.isdigit():
+    if not (project_id.isascii() and project_id.isdigit()):
+        # The value is not echoed: a credential pasted into the wrong key
+        # would otherwise be printed.
         raise ConfigError(
             "mixpanelProjectId",
-            f"invalid value {project_id!r}; expected the numeric id from the "
-            "Mixpanel project settings",
+            f"invalid value of {len(project_id)} characters; expected the numeric "
+            "id from the Mixpanel project settings, digits 0-9 only",
             fix,
         )
     return project_id
@@ -759,7 +915,11 @@ def _check_timing_budget(
                 f"{function_timeout - request_timeout}"
             )
         if not fixes:
-            fixes.append(f"pulumi config set requestTimeoutSeconds {function_timeout}")
+            half = function_timeout // 2
+            fixes.append(
+                f"pulumi config set requestTimeoutSeconds {half} and "
+                f"pulumi config set retryDeadlineSeconds {function_timeout - half}"
+            )
         raise ConfigError(
             "functionTimeoutSeconds",
             f"{function_timeout} is below retryDeadlineSeconds + "

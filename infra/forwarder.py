@@ -11,6 +11,7 @@ from .apis import ProjectApis
 from .archive import source_archive
 from .config import StackConfig
 from .credentials import MixpanelSecret
+from .hash_key import HASH_KEY_ENV_VAR, PiiHashKey
 from .identities import ServiceAccounts
 from .messaging import Messaging
 
@@ -43,6 +44,8 @@ class Forwarder(pulumi.ComponentResource):
         messaging: The dead-letter topic the function publishes to.
         secret: The credential's secret and version.
         function_dir: The directory whose files become the function source.
+        hash_key: The PII hash key's secret and version, when properties are
+            hashed.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Forwarder(pulumi.ComponentResource):
         messaging: Messaging,
         secret: MixpanelSecret,
         function_dir: Path,
+        hash_key: PiiHashKey | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mixpanel-pubsub:infra:Forwarder", name, None, opts)
@@ -156,14 +160,7 @@ class Forwarder(pulumi.ComponentResource):
                 ingress_settings=INGRESS,
                 all_traffic_on_latest_revision=True,
                 environment_variables=plain_environment(cfg, messaging),
-                secret_environment_variables=[
-                    gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
-                        key=cfg.credential.env_var,
-                        project_id=cfg.project,
-                        secret=secret.secret.secret_id,
-                        version=secret.version.version,
-                    )
-                ],
+                secret_environment_variables=secret_environment(cfg, secret, hash_key),
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -173,6 +170,7 @@ class Forwarder(pulumi.ComponentResource):
                     ),
                     *build_grants,
                     secret.runtime_accessor,
+                    *([hash_key.runtime_accessor] if hash_key else []),
                     self.runtime_dead_letter_publisher,
                 ],
             ),
@@ -274,7 +272,7 @@ def image_cleanup_policies() -> list[gcp.artifactregistry.RepositoryCleanupPolic
 def plain_environment(
     cfg: StackConfig, messaging: Messaging
 ) -> dict[str, pulumi.Input[str]]:
-    """Return the function's environment variables other than the credential."""
+    """Return the function's environment variables other than the secrets."""
     environment: dict[str, pulumi.Input[str]] = {
         "MIXPANEL_PROJECT_ID": cfg.mixpanel_project_id,
         "MIXPANEL_REGION": cfg.mixpanel_region,
@@ -285,4 +283,33 @@ def plain_environment(
     }
     if cfg.credential.username is not None:
         environment["MIXPANEL_SERVICE_ACCOUNT_USERNAME"] = cfg.credential.username
+    # The PII variables appear only when set, and the function's defaults
+    # (nothing dropped or hashed, no IP address kept) apply without them.
+    if cfg.pii.drop_properties:
+        environment["PII_DROP_PROPERTIES"] = ",".join(cfg.pii.drop_properties)
+    if cfg.pii.hash_properties:
+        environment["PII_HASH_PROPERTIES"] = ",".join(cfg.pii.hash_properties)
+    if cfg.pii.keep_ip_address:
+        environment["PII_KEEP_IP"] = "true"
     return environment
+
+
+def secret_environment(
+    cfg: StackConfig, secret: MixpanelSecret, hash_key: PiiHashKey | None
+) -> list[gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs]:
+    """Return the secret variables: the credential, then the hash key if any.
+
+    Each is pinned to its version, so a new value rolls out a new revision.
+    """
+    pinned = [(cfg.credential.env_var, secret.secret, secret.version)]
+    if hash_key is not None:
+        pinned.append((HASH_KEY_ENV_VAR, hash_key.secret, hash_key.version))
+    return [
+        gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
+            key=env_var,
+            project_id=cfg.project,
+            secret=stored.secret_id,
+            version=version.version,
+        )
+        for env_var, stored, version in pinned
+    ]

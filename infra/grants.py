@@ -1,8 +1,9 @@
 """Every IAM grant the program makes, as data for docs and tests.
 
 The resources themselves are created next to what they apply to (in
-`credentials`, `forwarder` and `messaging`). A test checks that this table and
-the registered IAM resources match one to one, so it stays in step.
+`credentials`, `hash_key`, `forwarder` and `messaging`). A test checks that
+this table and the registered IAM resources match one to one, so it stays in
+step.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ PUBSUB_SERVICE_AGENT = (
 
 @dataclass(frozen=True)
 class Grant:
-    """One role that one principal receives on one resource."""
+    """One role that one principal receives on one resource.
+
+    `config_key` names the stack configuration key that must be set for the
+    program to make the grant, and is None for a grant it always makes.
+    """
 
     member: str
     role: str
     resource: str
     resource_type: str
     reason: str
+    config_key: str | None = None
 
 
 GRANTS: tuple[Grant, ...] = (
@@ -37,6 +43,17 @@ GRANTS: tuple[Grant, ...] = (
         resource="the Mixpanel credential's secret",
         resource_type="gcp:secretmanager/secretIamMember:SecretIamMember",
         reason="The function reads the credential from its secret variable.",
+    ),
+    Grant(
+        member=RUNTIME_ACCOUNT,
+        role="roles/secretmanager.secretAccessor",
+        resource="the PII hash key's secret, when piiHashProperties is set",
+        resource_type="gcp:secretmanager/secretIamMember:SecretIamMember",
+        reason=(
+            "The function reads the key that hashes properties from its secret "
+            "variable."
+        ),
+        config_key="piiHashProperties",
     ),
     Grant(
         member=RUNTIME_ACCOUNT,

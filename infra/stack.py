@@ -11,6 +11,7 @@ from .apis import ProjectApis
 from .config import StackConfig
 from .credentials import MixpanelSecret
 from .forwarder import Forwarder
+from .hash_key import PiiHashKey
 from .identities import ServiceAccounts
 from .messaging import Messaging, PushDelivery
 from .monitoring import Monitoring
@@ -41,8 +42,11 @@ def build_stack(
     accounts = ServiceAccounts("accounts", cfg, apis)
     messaging = Messaging("messaging", cfg, apis)
     secret = MixpanelSecret("credential", cfg, apis, accounts.runtime)
+    hash_key = None
+    if cfg.pii.hash_key is not None:
+        hash_key = PiiHashKey("pii-hash-key", cfg, apis, accounts.runtime)
     forwarder = Forwarder(
-        "forwarder", cfg, apis, accounts, messaging, secret, function_dir
+        "forwarder", cfg, apis, accounts, messaging, secret, function_dir, hash_key
     )
     delivery = PushDelivery(
         "delivery", cfg, apis, messaging, accounts.push, forwarder.function

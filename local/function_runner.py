@@ -22,7 +22,15 @@ FUNCTION_SOURCE = ROOT / "function" / "main.py"
 
 # Variables of the function that must come only from `env`, never from the
 # caller's own environment.
-_FUNCTION_PREFIXES = ("MIXPANEL_", "PUBSUB_", "RETRY_", "DEAD_LETTER", "LOG_LEVEL")
+_FUNCTION_PREFIXES = (
+    "MIXPANEL_",
+    "PUBSUB_",
+    "RETRY_",
+    "DEAD_LETTER",
+    "LOG_LEVEL",
+    "PII_",
+    "FORWARDER_",
+)
 
 
 def free_port() -> int:

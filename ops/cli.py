@@ -30,6 +30,7 @@ ERROR_CODES = (
     "invalid_event",
     "too_large",
     "rejected",
+    "transform_failed",
     deadletter.NO_ERROR_CODE,
 )
 

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from forwarder.batching import serialise_event
 from forwarder.errors import InvalidEvent
-from forwarder.events import normalise_event
+from forwarder.events import encode_event, normalise_event
 
 PUBLISH_MS = 1764583200123  # 2025-12-01T10:00:00.123Z
 INSERT_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
@@ -253,3 +254,50 @@ def test_padded_placeholder_distinct_id_allowed():
     event = normalise_event(_event(distinct_id=" null "), PUBLISH_MS)
 
     assert event["properties"]["distinct_id"] == " null "
+
+
+def test_encode_event_matches_serialise():
+    value = _event(time=1700000000, tags=["a", "b"], nested={"x": 1.5})
+
+    insert_id, body = encode_event(value, PUBLISH_MS)
+
+    event = normalise_event(value, PUBLISH_MS)
+    assert insert_id == event["properties"]["$insert_id"]
+    assert body == serialise_event(event)
+
+
+def test_encode_event_long_integer_exact():
+    _, body = encode_event(_event(big=2**70), PUBLISH_MS)
+
+    assert b'"big":1180591620717411303424' in body
+
+
+def test_surrogate_reported_before_property_count():
+    many = {f"p{number}": number for number in range(300)}
+
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(name="\ud800", **many), PUBLISH_MS)
+
+    assert "'properties.name' is not valid UTF-8" in caught.value.detail
+
+
+def test_nested_surrogate_reported_by_path():
+    with pytest.raises(InvalidEvent) as caught:
+        encode_event(_event(outer={"inner": ["ok", "\udfff"]}), PUBLISH_MS)
+
+    assert caught.value.code == "invalid_event"
+    assert "'properties.outer.inner' is not valid UTF-8" in caught.value.detail
+
+
+def test_nesting_at_limit_accepted():
+    event = normalise_event(_event(a={"b": {"c": [1]}}), PUBLISH_MS)
+
+    assert event["properties"]["a"] == {"b": {"c": [1]}}
+
+
+def test_placeholder_with_kelvin_sign_rejected():
+    # "\u212a" is the Kelvin sign, which lower-cases to "k".
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(distinct_id="un\u212anown"), PUBLISH_MS)
+
+    assert "placeholder" in caught.value.detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 from conftest import (
     DATA,
@@ -126,6 +127,8 @@ def test_unparsable_line_dead_lettered_rest_imported(forwarder, mixpanel, pubsub
     assert counts["received"] == 3
     assert counts["imported"] == 2
     assert counts["dead_lettered"] == 1
+    assert counts["filtered"] == 0
+    assert counts["added"] == 0
 
 
 def test_retry_after_429_sends_identical_bodies(forwarder, mixpanel):
@@ -261,3 +264,17 @@ def test_dead_letter_sent_without_credentials(forwarder, pubsub):
     assert publishes
     assert all("Authorization" not in r.headers for r in publishes)
     assert base64.b64decode(publishes[0].body["messages"][0]["data"]) == b"]["
+
+
+def test_redelivery_sends_identical_gzip_bytes(forwarder, mixpanel, pubsub):
+    envelope = load_envelope("push-seed-events.json")
+
+    first = forwarder.push(envelope)
+    # A gzip header may carry a time in whole seconds, which would differ.
+    time.sleep(1.1)
+    second = forwarder.push(envelope)
+
+    assert first.status_code == 200, first.text
+    assert second.status_code == 200, second.text
+    assert len(mixpanel.requests) == 2
+    assert mixpanel.requests[0].raw_body == mixpanel.requests[1].raw_body

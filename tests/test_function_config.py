@@ -102,3 +102,33 @@ def test_bad_deadline_rejected():
 
 def test_repr_hides_secret():
     assert "very-secret-value" not in repr(_settings())
+
+
+def test_api_url_with_credential_rejected_unechoed():
+    with pytest.raises(ConfigError) as caught:
+        _settings(MIXPANEL_API_URL="https://sa:very-secret-value@proxy.example")
+
+    assert caught.value.variable == "MIXPANEL_API_URL"
+    assert "very-secret-value" not in str(caught.value)
+
+
+def test_invalid_log_level_rejected():
+    with pytest.raises(ConfigError) as caught:
+        _settings(LOG_LEVEL="verbose")
+
+    assert caught.value.variable == "LOG_LEVEL"
+
+
+def test_range_error_without_exponent():
+    with pytest.raises(ConfigError) as caught:
+        _settings(MIXPANEL_MAX_BATCH_BYTES="99999999999")
+
+    assert "10485760" in str(caught.value)
+    assert "e+" not in str(caught.value)
+
+
+def test_unicode_digit_project_id_rejected():
+    with pytest.raises(ConfigError) as caught:
+        _settings(MIXPANEL_PROJECT_ID="\uff11\uff12\uff13")
+
+    assert caught.value.variable == "MIXPANEL_PROJECT_ID"

@@ -273,7 +273,18 @@ def test_missing_mixpanel_project_id_rejected():
 
 def test_non_numeric_mixpanel_project_id_rejected():
     error = rejection(base_config(mixpanelProjectId="my-project"))
-    assert "'my-project'" in str(error)
+    assert "mixpanelProjectId" in str(error)
+    assert "10 characters" in str(error)
+
+
+def test_project_id_error_hides_pasted_secret():
+    error = rejection(base_config(mixpanelProjectId=SECRET_VALUE))
+    assert SECRET_VALUE not in str(error)
+
+
+def test_unicode_digit_project_id_rejected():
+    error = rejection(base_config(mixpanelProjectId="\uff11\uff12\uff13"))
+    assert "digits 0-9 only" in str(error)
 
 
 def test_errors_never_show_credential():

@@ -6,12 +6,14 @@ from collections import Counter
 
 import pytest
 from infra_mocks import (
+    CREDENTIAL_KEYS,
     GCP_PROJECT,
     PUBSUB_AGENT,
     BuiltStack,
     base_config,
     build,
     make_function_dir,
+    project_key,
 )
 
 from infra.grants import (
@@ -31,9 +33,30 @@ MEMBER_KINDS = {
 }
 
 
+# The configuration that makes the program create each optional grant.
+OPTIONAL_GRANT_CONFIG = {
+    "piiHashProperties": {
+        "piiHashProperties": "distinct_id",
+        "piiHashKey": "5e0c1a9d3b7f4e2a8c6d0b1f9e3a7c5d4b2e0f1a",
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> BuiltStack:
     return build(base_config(), make_function_dir(tmp_path_factory.mktemp("grants")))
+
+
+@pytest.fixture(scope="module")
+def full_stack(tmp_path_factory: pytest.TempPathFactory) -> BuiltStack:
+    config = {}
+    for values in OPTIONAL_GRANT_CONFIG.values():
+        config.update(values)
+    return build(
+        base_config(**config),
+        make_function_dir(tmp_path_factory.mktemp("all-grants")),
+        secret_keys=[*CREDENTIAL_KEYS, project_key("piiHashKey")],
+    )
 
 
 def registered_grants(stack: BuiltStack) -> Counter:
@@ -49,10 +72,25 @@ def registered_grants(stack: BuiltStack) -> Counter:
 
 
 def test_grant_table_matches_program(stack: BuiltStack):
-    listed = Counter((g.member, g.role, g.resource_type) for g in GRANTS)
+    listed = Counter(
+        (g.member, g.role, g.resource_type) for g in GRANTS if g.config_key is None
+    )
     registered = registered_grants(stack)
     assert registered - listed == Counter(), "granted but missing from GRANTS"
     assert listed - registered == Counter(), "listed in GRANTS but not granted"
+
+
+def test_grant_table_matches_program_with_options(full_stack: BuiltStack):
+    listed = Counter((g.member, g.role, g.resource_type) for g in GRANTS)
+    registered = registered_grants(full_stack)
+    assert registered - listed == Counter(), "granted but missing from GRANTS"
+    assert listed - registered == Counter(), "listed in GRANTS but not granted"
+
+
+def test_optional_grants_have_config():
+    for grant in GRANTS:
+        if grant.config_key is not None:
+            assert grant.config_key in OPTIONAL_GRANT_CONFIG, grant.resource
 
 
 def test_grant_table_entries_complete():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from forwarder.records import decode_records
+from forwarder.records import RecordStream, decode_records
 
 
 def _b64(data: bytes) -> str:
@@ -106,3 +106,61 @@ def test_one_line_object_raw_kept():
     records, _ = decode_records(_b64(b'{"event": "x"}\n'))
 
     assert records[0].raw == b'{"event": "x"}'
+
+
+def test_stream_counts_and_fails_in_order():
+    stream = RecordStream(_b64(b'{"a": 1}\n{oops\n[{"b": 2}, {"c": 3}]\n'))
+
+    values = [record.value for record in stream]
+
+    assert values == [{"a": 1}, {"b": 2}, {"c": 3}]
+    assert stream.count == 3
+    assert [failure.raw for failure in stream.failures] == [b"{oops"]
+
+
+def test_stream_record_refers_to_line():
+    stream = RecordStream(_b64(b'{"a": 1}\r\n  \r\n{"b": 2}'))
+
+    records = list(stream)
+
+    assert [record.raw for record in records] == [b'{"a": 1}', b'{"b": 2}']
+    assert [record.index for record in records] == [0, 1]
+
+
+def test_stream_value_parsed_again_after_moving_on():
+    stream = RecordStream(_b64(b'{"a": [1]}\n{"b": 2}'))
+    iterator = iter(stream)
+
+    first = next(iterator)
+    current = first.value
+    assert first.value is current
+    next(iterator)
+
+    assert first.value == {"a": [1]}
+    assert first.value is not current
+
+
+def test_stream_long_integer_exact():
+    records = list(RecordStream(_b64(b'{"n": 123456789012345678901}\n{"m": 1}')))
+
+    assert records[0].value == {"n": 123456789012345678901}
+
+
+def test_stream_nan_line_parsed_as_json_does():
+    records = list(RecordStream(_b64(b'{"x": NaN}\n{"y": 1}')))
+
+    assert records[0].value["x"] != records[0].value["x"]
+
+
+def test_stream_iterates_once():
+    stream = RecordStream(_b64(b'{"a": 1}'))
+
+    assert len(list(stream)) == 1
+    assert list(stream) == []
+
+
+def test_stream_first_line_alone_then_document():
+    # The first line is not JSON alone, so the data is parsed whole.
+    records = list(RecordStream(_b64(b'[\n{"a": 1},\n{"b": 2}\n]')))
+
+    assert [record.value for record in records] == [{"a": 1}, {"b": 2}]

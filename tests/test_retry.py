@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import warnings
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,7 @@ from forwarder.errors import DeadlineExceeded, RetryableError
 from forwarder.retry import call_with_retry, parse_retry_after
 
 START = 1000.0
+FUNCTION_DIR = Path(__file__).resolve().parent.parent / "function"
 
 
 @pytest.fixture
@@ -177,3 +181,48 @@ def test_parse_retry_after_minus_zero_zone_is_gmt():
 
     assert delay is not None
     assert 118 <= delay <= 120
+
+
+def test_first_attempt_imports_no_tenacity():
+    # A fresh interpreter, because other tests import tenacity.
+    code = (
+        "import sys\n"
+        "from forwarder.retry import call_with_retry\n"
+        "call_with_retry(lambda: 1, deadline=0, initial_backoff=1,"
+        " max_backoff=1, what='x')\n"
+        "import main\n"
+        "print('tenacity' in sys.modules)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=FUNCTION_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert completed.stdout.strip() == "False"
+
+
+def test_retry_after_first_attempt_counts_it(sleeps, caplog):
+    calls: list[int] = []
+    outcomes = [RetryableError("Mixpanel responded 503"), None]
+
+    def call() -> str:
+        calls.append(1)
+        error = outcomes.pop(0)
+        if error is not None:
+            raise error
+        return "ok"
+
+    with caplog.at_level("WARNING", logger="forwarder.retry"):
+        result = call_with_retry(
+            call, deadline=START + 100, initial_backoff=1, max_backoff=16, what="t"
+        )
+
+    assert result == "ok"
+    assert len(calls) == 2
+    assert len(sleeps) == 1
+    assert 1 <= sleeps[0] <= 2
+    assert [record.fields["attempt"] for record in caplog.records] == [1]

@@ -2,34 +2,52 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from . import codec
 from .errors import InvalidEvent
 from .records import ErrorCode, Failure, Record
 
 
-@dataclass(frozen=True)
 class Item:
     """A record with its normalised event serialised for the request body."""
 
-    record: Record
-    insert_id: str
-    body: bytes
+    # A plain class with slots costs less per event than a frozen dataclass,
+    # and a message can hold tens of thousands of items.
+    __slots__ = ("record", "insert_id", "body")
+
+    def __init__(self, record: Record, insert_id: str, body: bytes) -> None:
+        self.record = record
+        self.insert_id = insert_id
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Item(index={self.record.index}, insert_id={self.insert_id!r})"
 
 
-@dataclass(frozen=True)
 class Batch:
     """Events for one import request, in message order."""
 
-    items: tuple[Item, ...]
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[Item, ...]) -> None:
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.items)} items)"
 
     @property
     def body(self) -> bytes:
         """The request body: a JSON array of the events."""
-        return b"[" + b",".join(item.body for item in self.items) + b"]"
+        bodies = [item.body for item in self.items]
+        if not bodies:
+            return b"[]"
+        # Brackets joined onto the first and last element only, so the body
+        # is built with one large allocation instead of three.
+        bodies[0] = b"[" + bodies[0]
+        bodies[-1] = bodies[-1] + b"]"
+        return b",".join(bodies)
 
     def halves(self) -> tuple[Batch, Batch]:
         """Split the batch in two, for a resend after 413."""
@@ -40,13 +58,15 @@ class Batch:
 def serialise_event(event: dict[str, Any]) -> bytes:
     """Serialise one event the way it appears in a request body.
 
+    NaN and Infinity must be rejected first, because they would be written as
+    null. `events.normalise_event` rejects them, and lone surrogates too.
+
     Raises:
         InvalidEvent: the event contains a lone surrogate, which has no UTF-8
-            form. `events.normalise_event` rejects such events first.
+            form.
     """
-    text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
     try:
-        return text.encode()
+        return codec.dumps(event)
     except UnicodeEncodeError:
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,

@@ -1,20 +1,167 @@
-"""JSON decoding and encoding on the forwarding path, in one place."""
+"""JSON decoding and encoding on the forwarding path, in one place.
+
+orjson does the work, and the standard library's `json` takes over wherever
+the two would differ, so that the accepted input and the parsed values are
+those of `json.loads`. orjson rejects NaN and Infinity literals, numbers
+that overflow a double, lone surrogate escapes such as "\\ud800" and a UTF-8
+byte order mark, all of which `json.loads` accepts, and it reads integers
+beyond 64 bits as floats where `json.loads` keeps them exact.
+
+One difference remains, in nesting. orjson parses up to 1,024 levels.
+`json.loads` raises RecursionError once the nesting reaches Python's
+recursion limit (1,000 by default) less the frames already in use, so
+about 990 levels here. A document nested between the two is parsed now.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-NAME = "json"
+import orjson
+
+NAME = f"orjson {orjson.__version__}"
+# The library itself, for the benchmark that compares the forwarder with it.
+LIBRARY = orjson
+
+# The shortest integer literal that orjson reads as a float has 19 digits
+# (-9223372036854775809), so text without 19 digits in a row has none.
+_LONG_DIGIT_RUN = 19
+_DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+# A run of 19 digits covers at least 6 positions that are multiples of 3, so
+# text whose every third byte never shows 6 digits in a row has no such run.
+_SAMPLE_STEP = 3
+_SAMPLED_RUN = b"0" * (_LONG_DIGIT_RUN // _SAMPLE_STEP)
+_FULL_RUN = b"0" * _LONG_DIGIT_RUN
+# Text up to this size is checked for long integers before parsing. A larger
+# document is parsed first and its numbers checked, which costs less than a
+# scan of all its text when most of it is one long string.
+_MAX_SCANNED_BYTES = 64 * 1024
+# has_long_digit_run scans this much at a time, a multiple of _SAMPLE_STEP.
+_SCAN_CHUNK = _SAMPLE_STEP * 349_525
+# A float parsed from an integer literal outside int64 and uint64 is at
+# least this large in magnitude.
+_INT64_LIMIT = 2.0**63
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse one JSON document."""
-    return json.loads(data)
+def loads(data: bytes, *, digits_checked: bool = False) -> Any:
+    """Parse one JSON document as `json.loads(data)` does.
+
+    `digits_checked` tells that `has_long_digit_run` is false for text that
+    contains `data`, so that the check is not repeated for each line.
+
+    Raises:
+        ValueError: `json.JSONDecodeError` or `UnicodeDecodeError` from
+            `json.loads`, with its message.
+        RecursionError: the document nests too deeply for `json.loads`.
+    """
+    if digits_checked or (
+        len(data) <= _MAX_SCANNED_BYTES and not _may_hold_long_integer(data)
+    ):
+        try:
+            return orjson.loads(data)
+        except (orjson.JSONDecodeError, RecursionError):
+            return json.loads(data)
+    value = _loads_checking_numbers(data)
+    if value is _FAILED:
+        return json.loads(data)
+    return value
+
+
+def loads_text(data: bytes) -> Any:
+    """Parse UTF-8 bytes as `json.loads(data.decode())` does.
+
+    Parsing the text differs from parsing the bytes in one way: `json.loads`
+    of bytes skips a UTF-8 byte order mark and detects UTF-16 and UTF-32,
+    and `json.loads` of text rejects them.
+
+    Raises:
+        ValueError, RecursionError: as for `loads`. The data must be UTF-8.
+    """
+    value = _loads_checking_numbers(data)
+    if value is _FAILED:
+        return json.loads(data.decode("utf-8"))
+    return value
+
+
+def has_long_digit_run(data: bytes) -> bool:
+    """Tell whether `data` may hold an integer literal that orjson misreads.
+
+    True for 19 or more digits in a row, also inside strings. The scan goes
+    piece by piece, so it never copies much of a long text.
+    """
+    overlap = _LONG_DIGIT_RUN - 1
+    for start in range(0, len(data), _SCAN_CHUNK):
+        end = start + _SCAN_CHUNK + overlap
+        sample = data[start:end:_SAMPLE_STEP].translate(_DIGITS_AS_ZERO)
+        if _SAMPLED_RUN in sample and _may_hold_long_integer(data[start:end]):
+            return True
+    return False
 
 
 def dumps(value: Any) -> bytes:
-    """Serialise compactly as UTF-8, rejecting NaN and Infinity."""
+    """Serialise compactly as UTF-8, with non-ASCII characters unescaped.
+
+    NaN and Infinity are written as `null`, because orjson does so, and the
+    caller rejects them first (`events.normalise_event` does). Integers
+    beyond 64 bits and keys that are not strings, which orjson rejects, are
+    written by `json.dumps`.
+
+    Raises:
+        UnicodeEncodeError: a string contains a lone surrogate.
+        TypeError: a value is not JSON.
+        ValueError: NaN or Infinity in a value that only `json.dumps` can
+            write.
+    """
+    try:
+        text = orjson.dumps(value)
+    except TypeError:
+        # orjson.JSONEncodeError is a TypeError.
+        pass
+    else:
+        # orjson 3.13 returns its text in a buffer that can be 10 or more
+        # times larger (4 KiB or more for a 500-byte event), and events are
+        # kept until their batch is sent. A copy has the exact size.
+        return memoryview(text).tobytes()
     return json.dumps(
         value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
     ).encode()
+
+
+_FAILED = object()
+
+
+def _loads_checking_numbers(data: bytes) -> Any:
+    """Return orjson's parse of `data`, or _FAILED where `json` must decide."""
+    small = len(data) <= _MAX_SCANNED_BYTES
+    if small and _may_hold_long_integer(data):
+        return _FAILED
+    try:
+        value = orjson.loads(data)
+    except (orjson.JSONDecodeError, RecursionError):
+        return _FAILED
+    if not small and _has_large_float(value):
+        return _FAILED
+    return value
+
+
+def _may_hold_long_integer(data: bytes) -> bool:
+    sample = data[::_SAMPLE_STEP].translate(_DIGITS_AS_ZERO)
+    if _SAMPLED_RUN not in sample:
+        return False
+    return _FULL_RUN in data.translate(_DIGITS_AS_ZERO)
+
+
+def _has_large_float(value: Any) -> bool:
+    # Iterative, because orjson accepts nesting deeper than the stack allows.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not -_INT64_LIMIT < item < _INT64_LIMIT:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

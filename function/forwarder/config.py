@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .hook import DEFAULT_TRANSFORM, TRANSFORM_PATTERN, TRANSFORM_VARIABLE
+from .privacy import (
+    MIN_HASH_KEY_LENGTH,
+    UNHASHABLE,
+    PrivacyRules,
+    PropertyPath,
+    parse_paths,
+)
 
 # Import API hosts by data residency. Events sent to another residency's host
 # are not ingested, so an unknown region is an error and never falls back to US.
@@ -18,6 +26,8 @@ REGION_HOSTS = {
     "eu": "https://api-eu.mixpanel.com",
     "in": "https://api-in.mixpanel.com",
 }
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Mixpanel's documented per-request limits.
 MAX_EVENTS_PER_REQUEST = 2000
@@ -49,6 +59,8 @@ class Settings:
     max_backoff_seconds: float
     max_batch_bytes: int
     pubsub_emulator_host: str | None
+    privacy: PrivacyRules = PrivacyRules()
+    transform: str = DEFAULT_TRANSFORM
 
     def __repr__(self) -> str:
         # The default repr would print the credential.
@@ -59,8 +71,9 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The credential values, for redaction in logs."""
-        return tuple(value for value in (self.password, self.username) if value)
+        """The credential values and the hash key, for redaction in logs."""
+        values = (self.password, self.username, self.privacy.hash_key)
+        return tuple(value for value in values if value)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +90,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             "MIXPANEL_REGION",
             f"invalid value {region!r}; expected one of us, eu, in",
+        )
+
+    log_level = _get(env, "LOG_LEVEL", "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(
+            "LOG_LEVEL",
+            f"invalid value {log_level!r}; expected one of {', '.join(LOG_LEVELS)}",
         )
 
     api_url = _get(env, "MIXPANEL_API_URL", "") or REGION_HOSTS[region]
@@ -130,6 +150,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_backoff_seconds=max_backoff,
         max_batch_bytes=max_batch_bytes,
         pubsub_emulator_host=_get(env, "PUBSUB_EMULATOR_HOST", "") or None,
+        privacy=_privacy(env),
+        transform=_transform(env),
     )
 
 
@@ -140,11 +162,13 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
 def _credential(env: Mapping[str, str]) -> tuple[str, str, str | None]:
     """Return (username, password, project id) for HTTP Basic authentication."""
     project_id = _get(env, "MIXPANEL_PROJECT_ID", "") or None
-    if project_id is not None and not project_id.isdigit():
+    if project_id is not None and not (project_id.isascii() and project_id.isdigit()):
+        # The value is not echoed: a credential pasted into the wrong variable
+        # would otherwise reach the log.
         raise ConfigError(
             "MIXPANEL_PROJECT_ID",
-            f"invalid value {project_id!r}; expected the numeric project id "
-            "from the Mixpanel project settings",
+            f"invalid value of {len(project_id)} characters; expected the numeric "
+            "project id from the Mixpanel project settings, digits 0-9 only",
         )
 
     username = _get(env, "MIXPANEL_SERVICE_ACCOUNT_USERNAME", "")
@@ -186,8 +210,85 @@ def _credential(env: Mapping[str, str]) -> tuple[str, str, str | None]:
     return username, secret, project_id
 
 
+def _privacy(env: Mapping[str, str]) -> PrivacyRules:
+    """Read the properties to drop and hash, the hash key and the IP rule."""
+    drop_paths = _paths(env, "PII_DROP_PROPERTIES")
+    hash_paths = _paths(env, "PII_HASH_PROPERTIES")
+
+    both = [path for path in hash_paths if path in drop_paths]
+    if both:
+        raise ConfigError(
+            "PII_HASH_PROPERTIES",
+            f"{'.'.join(both[0])!r} is also in PII_DROP_PROPERTIES; list each "
+            "property in one of them",
+        )
+    for path in hash_paths:
+        if path[0] in UNHASHABLE and len(path) == 1:
+            raise ConfigError(
+                "PII_HASH_PROPERTIES",
+                f"{path[0]!r} cannot be hashed, because Mixpanel needs it as it "
+                "is; list it in PII_DROP_PROPERTIES to remove it",
+            )
+
+    hash_key = _get(env, "PII_HASH_KEY", "")
+    if hash_paths and not hash_key:
+        raise ConfigError(
+            "PII_HASH_KEY",
+            "missing; PII_HASH_PROPERTIES is set and needs the HMAC key, which "
+            "the deployed function reads from Secret Manager",
+        )
+    if hash_key and len(hash_key) < MIN_HASH_KEY_LENGTH:
+        # The message gives the length only, never the key.
+        raise ConfigError(
+            "PII_HASH_KEY",
+            f"too short ({len(hash_key)} characters); use at least "
+            f"{MIN_HASH_KEY_LENGTH}, such as the output of openssl rand -hex 32",
+        )
+
+    return PrivacyRules(
+        drop_paths=drop_paths,
+        hash_paths=hash_paths,
+        hash_key=hash_key,
+        keep_ip=_boolean(env, "PII_KEEP_IP", False),
+    )
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[PropertyPath, ...]:
+    try:
+        return parse_paths(_get(env, name, ""))
+    except ValueError as err:
+        raise ConfigError(name, str(err)) from None
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "").lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(name, f"invalid value {raw!r}; expected true or false")
+    return raw == "true"
+
+
+def _transform(env: Mapping[str, str]) -> str:
+    spec = _get(env, TRANSFORM_VARIABLE, "") or DEFAULT_TRANSFORM
+    if not TRANSFORM_PATTERN.match(spec):
+        raise ConfigError(
+            TRANSFORM_VARIABLE,
+            f"invalid value {spec!r}; expected module:function, such as "
+            f"{DEFAULT_TRANSFORM}",
+        )
+    return spec
+
+
 def _check_api_url(url: str) -> None:
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # The URL is not echoed, because it carries a credential.
+        raise ConfigError(
+            "MIXPANEL_API_URL",
+            "contains a user name or password; put the credential in "
+            "MIXPANEL_SERVICE_ACCOUNT_SECRET or MIXPANEL_PROJECT_TOKEN instead",
+        )
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
@@ -224,6 +325,12 @@ def _number(
         raise ConfigError(name, f"invalid value {raw!r}; expected a number") from None
     if not minimum <= value <= maximum:
         raise ConfigError(
-            name, f"{raw!r} is out of range; expected {minimum:g} to {maximum:g}"
+            name,
+            f"{raw!r} is out of range; expected {_plain(minimum)} to {_plain(maximum)}",
         )
     return value
+
+
+def _plain(number: float) -> str:
+    """Format a bound without exponent notation: 10485760, not 1.04858e+07."""
+    return str(int(number)) if number == int(number) else str(number)

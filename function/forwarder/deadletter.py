@@ -9,6 +9,18 @@ from .envelope import PushMessage
 from .pubsub import OutgoingMessage
 from .records import Failure
 
+# Attributes that the forwarder sets on dead letters.
+RESERVED_ATTRIBUTES = frozenset(
+    {
+        "error",
+        "error_detail",
+        "source_message_id",
+        "source_subscription",
+        "source_publish_time",
+        "data_part",
+    }
+)
+
 # Pub/Sub allows 100 attributes a message and 1,024 bytes a value.
 MAX_ATTRIBUTES = 100
 MAX_DETAIL_BYTES = 512
@@ -61,7 +73,13 @@ def _attributes(
     # NOTE: a source message with more than 95 attributes (94 beside
     # `data_part`) loses the ones past that here, because Pub/Sub allows no
     # more than 100.
-    kept = {key: value for key, value in message.attributes.items() if key not in own}
+    # The forwarder's own names are never copied from the source, so a
+    # producer's `data_part` cannot make a whole line look like a piece.
+    kept = {
+        key: value
+        for key, value in message.attributes.items()
+        if key not in RESERVED_ATTRIBUTES
+    }
     attributes = dict(list(kept.items())[:room])
     attributes.update(own)
     return attributes

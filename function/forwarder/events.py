@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import codec
 from .errors import InvalidEvent
 from .records import ErrorCode
 
@@ -61,12 +62,15 @@ PLACEHOLDER_IDS = frozenset(
     }
 )
 
+_PLACEHOLDER_LENGTHS = frozenset(len(text) for text in PLACEHOLDER_IDS)
+
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_PROPERTIES = 254
 MAX_ARRAY_LENGTH = 254
 MAX_NESTING_DEPTH = 3
 
 _NOT_UTF8 = "{where} is not valid UTF-8: it contains a lone surrogate escape"
+_EVENT_KEYS = frozenset({"event", "properties"})
 
 
 def normalise_event(
@@ -81,13 +85,36 @@ def normalise_event(
     `now_ms` (default: the wall clock) only bounds how far in the future a
     time may lie. It never changes the output of an accepted event.
     """
+    event, _ = _normalise(value, publish_time_ms, now_ms)
+    return event
+
+
+def encode_event(
+    value: Any, publish_time_ms: int, now_ms: int | None = None
+) -> tuple[str, bytes]:
+    """Normalise an event as `normalise_event` does and serialise it.
+
+    Returns the `$insert_id` and the JSON that goes into a request body,
+    which is what `batching.serialise_event` returns for the normalised
+    event. The event is serialised once, for the size check and the body.
+
+    Raises:
+        InvalidEvent: as `normalise_event` does.
+    """
+    event, body = _normalise(value, publish_time_ms, now_ms)
+    return event["properties"]["$insert_id"], body
+
+
+def _normalise(
+    value: Any, publish_time_ms: int, now_ms: int | None
+) -> tuple[dict[str, Any], bytes]:
     if not isinstance(value, dict):
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,
             f"event is a JSON {_json_type(value)}, expected an object",
         )
-    extra = sorted(set(value) - {"event", "properties"})
-    if extra:
+    if not value.keys() <= _EVENT_KEYS:
+        extra = sorted(set(value) - _EVENT_KEYS)
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,
             f"unexpected top-level keys {extra}; only 'event' and 'properties' "
@@ -110,28 +137,41 @@ def normalise_event(
     _check_not_future(properties["time"], now_ms)
     _check_identity(properties)
     # The values are checked before the insert id is derived from them,
-    # because hashing needs them to be encodable JSON.
-    _check_values(properties)
+    # because hashing needs them to be encodable JSON. The quick test passes
+    # most events, and the full check finds the first problem of the rest.
+    if not _plainly_valid(properties):
+        _check_values(properties)
     properties["$insert_id"] = _insert_id(name, properties)
 
     event = {"event": name, "properties": properties}
+    # The checks above leave no NaN or Infinity, which the serialisation
+    # would write as null.
+    try:
+        body = codec.dumps(event)
+    except UnicodeEncodeError:
+        # A lone surrogate, which `_check_values` finds and reports, as it
+        # would have before the property count.
+        _check_values(properties)
+        raise
     _check_property_count(properties)
-    size = len(_canonical(event).encode())
-    if size >= MAX_EVENT_BYTES:
+    if len(body) >= MAX_EVENT_BYTES:
         raise InvalidEvent(
             ErrorCode.TOO_LARGE,
-            f"event is {size} bytes, Mixpanel accepts under {MAX_EVENT_BYTES}",
+            f"event is {len(body)} bytes, Mixpanel accepts under {MAX_EVENT_BYTES}",
         )
-    return event
+    return event, body
 
 
 def _time_ms(value: Any, publish_time_ms: int) -> int:
     """Convert `properties.time` to integer milliseconds since the epoch."""
-    if value is None:
+    if type(value) is int:
+        # The common case, tested before the others.
+        value = value * 1000 if value < _MILLISECONDS_FROM else value
+    elif value is None:
         return publish_time_ms
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         raise InvalidEvent(ErrorCode.INVALID_EVENT, "'properties.time' is a boolean")
-    if isinstance(value, str):
+    elif isinstance(value, str):
         value = _parse_time_string(value)
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -208,7 +248,12 @@ def _check_identity(properties: dict[str, Any]) -> None:
 def _is_placeholder(value: Any) -> bool:
     if isinstance(value, bool):
         return True
-    return str(value).lower() in PLACEHOLDER_IDS
+    text = str(value)
+    # Most ids differ in length from every placeholder, which is cheaper to
+    # test than a lower-cased copy. Lower-casing keeps the length of every
+    # character but U+0130, which becomes two characters that are not ASCII,
+    # so no text of another length lowers to one of these ASCII values.
+    return len(text) in _PLACEHOLDER_LENGTHS and text.lower() in PLACEHOLDER_IDS
 
 
 def _insert_id(name: str, properties: dict[str, Any]) -> str:
@@ -239,11 +284,73 @@ def _check_values(properties: dict[str, Any]) -> None:
             # An invalid id only feeds the hash that replaces it, so its
             # content is never sent.
             continue
-        if not _is_utf8(key):
+        if not key.isascii() and not _is_utf8(key):
             raise InvalidEvent(
                 ErrorCode.INVALID_EVENT, _NOT_UTF8.format(where="a property name")
             )
+        # Most values are integers, booleans, null or ASCII strings, which
+        # need no further check. The test is inline because it runs for
+        # every property of every event.
+        kind = type(value)
+        if kind is str:
+            if value.isascii():
+                continue
+        elif kind is int or kind is bool or value is None:
+            continue
         _check_value(value, 1, key)
+
+
+def _plainly_valid(properties: dict[str, Any]) -> bool:
+    """Tell quickly whether `_check_values` passes, but for lone surrogates.
+
+    False means that `_check_values` must decide. Strings and keys are not
+    looked at, because serialising the event fails on a lone surrogate, and
+    `_normalise` then runs `_check_values`. The loop is written out inline,
+    because it runs for every value of every event.
+    """
+    for value in properties.values():
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is float:
+            # Infinity minus itself is NaN, and NaN is unequal to everything.
+            if value - value != 0.0:
+                return False
+        elif kind is dict:
+            if not _plainly_valid_container(value.values(), 2):
+                return False
+        elif kind is list:
+            if len(value) > MAX_ARRAY_LENGTH:
+                return False
+            if not _plainly_valid_container(value, 2):
+                return False
+        else:
+            return False
+    return True
+
+
+def _plainly_valid_container(values: Any, depth: int) -> bool:
+    """`_plainly_valid` for the values of a nested object or array at `depth`."""
+    for value in values:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is float:
+            if value - value != 0.0:
+                return False
+        elif depth > MAX_NESTING_DEPTH:
+            return False
+        elif kind is dict:
+            if not _plainly_valid_container(value.values(), depth + 1):
+                return False
+        elif kind is list:
+            if len(value) > MAX_ARRAY_LENGTH:
+                return False
+            if not _plainly_valid_container(value, depth + 1):
+                return False
+        else:
+            return False
+    return True
 
 
 def _check_property_count(properties: dict[str, Any]) -> None:
@@ -274,11 +381,17 @@ def _check_value(value: Any, depth: int, path: str) -> None:
                 f"'properties.{path}' is nested deeper than {MAX_NESTING_DEPTH} levels",
             )
         for key, item in value.items():
-            if not _is_utf8(key):
+            if not key.isascii() and not _is_utf8(key):
                 raise InvalidEvent(
                     ErrorCode.INVALID_EVENT,
                     _NOT_UTF8.format(where=f"a key in 'properties.{path}'"),
                 )
+            kind = type(item)
+            if kind is str:
+                if item.isascii():
+                    continue
+            elif kind is int or kind is bool or item is None:
+                continue
             _check_value(item, depth + 1, f"{path}.{key}")
     elif isinstance(value, list):
         if len(value) > MAX_ARRAY_LENGTH:
@@ -293,12 +406,21 @@ def _check_value(value: Any, depth: int, path: str) -> None:
                 f"'properties.{path}' is nested deeper than {MAX_NESTING_DEPTH} levels",
             )
         for item in value:
+            kind = type(item)
+            if kind is str:
+                if item.isascii():
+                    continue
+            elif kind is int or kind is bool or item is None:
+                continue
             _check_value(item, depth + 1, path)
 
 
 def _is_utf8(text: str) -> bool:
     # A JSON escape such as "\ud800" parses to a lone surrogate, which has no
-    # UTF-8 encoding and which Mixpanel rejects as invalid UTF-8.
+    # UTF-8 encoding and which Mixpanel rejects as invalid UTF-8. An ASCII
+    # string, the common case, is known to be ASCII without a scan.
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -307,6 +429,9 @@ def _is_utf8(text: str) -> bool:
 
 
 def _canonical(value: Any) -> str:
+    # The derived $insert_id hashes this text, so it stays exactly what it
+    # always was: other text would give a replayed event a new id, which
+    # Mixpanel would not deduplicate against the first import.
     return json.dumps(
         value,
         sort_keys=True,

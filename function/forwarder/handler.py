@@ -1,4 +1,4 @@
-"""Handling of one push request: decode, check, import, dead-letter, respond.
+"""Handling of one push request: decode, transform, check, import, dead-letter.
 
 The response is 2xx only when every event of the message was imported or
 published to the dead-letter topic. Every other outcome is non-2xx, so
@@ -14,12 +14,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import requests
 
 from . import logs
-from .batching import Item, build_batches, serialise_event
+from .batching import Item, build_batches
 from .config import MAX_EVENTS_PER_REQUEST, Settings, load_settings
 from .deadletter import build_dead_letters
 from .envelope import PushMessage, parse_push_request
@@ -32,10 +33,12 @@ from .errors import (
     PublishError,
     UnexpectedResponse,
 )
-from .events import normalise_event
+from .events import encode_event
+from .hook import Transform, context_for, load_transform, run_transform
 from .mixpanel import MixpanelClient
+from .privacy import PropertyPrivacy
 from .pubsub import Publisher
-from .records import Failure, decode_records
+from .records import Failure, Record, RecordStream
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +62,15 @@ class Reply:
         return logs.redact(json.dumps(self.body, ensure_ascii=False)).encode()
 
 
-def handle_push(body: bytes, settings: Settings | None = None) -> Reply:
-    """Forward the message in one push request body and return the reply."""
+def handle_push(body: bytes | str, settings: Settings | None = None) -> Reply:
+    """Forward the message in one push request body and return the reply.
+
+    The body is the bytes of the request, or the text that `json.loads`
+    would decode from them.
+    """
     try:
         settings = settings or _cached_settings()
+        transform = load_transform(settings.transform)
     except ConfigError as err:
         _log_limited(
             f"config:{err.variable}",
@@ -78,11 +86,17 @@ def handle_push(body: bytes, settings: Settings | None = None) -> Reply:
         logger.warning("rejected a request that is not a push envelope: %s", err)
         return Reply(400, {"error": str(err)})
 
+    # The body and the base64 text are each larger than the message data, so
+    # neither is kept while the events are forwarded.
+    del body
+    records = RecordStream(message.data)
+    message = replace(message, data=None)
+
     ids = {"message_id": message.message_id, "subscription": message.subscription}
     if message.delivery_attempt is not None:
         ids["delivery_attempt"] = message.delivery_attempt
     try:
-        summary = forward_message(message, settings)
+        summary = forward_message(message, settings, transform, records)
     except AuthenticationError as err:
         _log_limited("auth", "Mixpanel rejected the credential: %s", err, ids)
         return Reply(500, {"error": "Mixpanel rejected the credential", **ids})
@@ -100,9 +114,16 @@ def handle_push(body: bytes, settings: Settings | None = None) -> Reply:
     return Reply(200, {**ids, **summary})
 
 
-def forward_message(message: PushMessage, settings: Settings) -> dict:
+def forward_message(
+    message: PushMessage,
+    settings: Settings,
+    transform: Transform | None = None,
+    records: RecordStream | None = None,
+) -> dict:
     """Import the message's events and dead-letter those that failed.
 
+    `transform` defaults to the hook that `settings.transform` names, and
+    `records` to the records of `message.data`.
     Returns counts for the log line and the reply.
 
     Raises:
@@ -110,24 +131,20 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
             was dead-lettered and the message must be redelivered.
         PublishError: the dead-letter topic could not be reached.
     """
+    if transform is None:
+        transform = load_transform(settings.transform)
     deadline = time.monotonic() + settings.retry_deadline_seconds
-    records, failures = decode_records(message.data)
-    # Each parsed value and each undecodable part counts as one received
-    # event, so that received == imported + dead_lettered.
-    received = len(records) + len(failures)
+    if records is None:
+        records = RecordStream(message.data)
 
-    # One reading of the clock per message bounds how far ahead a time may be.
-    now_ms = int(time.time() * 1000)
-    items: list[Item] = []
-    for record in records:
-        try:
-            event = normalise_event(record.value, message.publish_time_ms, now_ms)
-            body = serialise_event(event)
-        except InvalidEvent as err:
-            failures.append(Failure(record.raw, err.code, err.detail))
-            continue
-        insert_id = event["properties"]["$insert_id"]
-        items.append(Item(record, insert_id, body))
+    prepared = _prepare_events(records, message, settings, transform)
+    items = prepared.items
+    failures = [*records.failures, *prepared.failures]
+    # Each parsed value and each undecodable part counts as one received
+    # record. The transform returns no event for a `filtered` record, and
+    # for others one event each plus `added` ones, so that
+    # received + added == imported + dead_lettered + filtered.
+    received = records.count + len(records.failures)
 
     batches, oversized = build_batches(
         items, MAX_EVENTS_PER_REQUEST, settings.max_batch_bytes
@@ -148,10 +165,64 @@ def forward_message(message: PushMessage, settings: Settings) -> dict:
 
     return {
         "received": received,
+        "filtered": prepared.filtered,
+        "added": prepared.added,
         "imported": len(items) - len(oversized) - rejected,
         "dead_lettered": len(failures),
         "batches": len(batches),
     }
+
+
+@dataclass
+class _Prepared:
+    """The events of a message ready to batch, and the records that failed."""
+
+    items: list[Item] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    filtered: int = 0
+    added: int = 0
+
+
+def _prepare_events(
+    records: Iterable[Record],
+    message: PushMessage,
+    settings: Settings,
+    transform: Transform,
+) -> _Prepared:
+    """Transform each record, then drop, hash and check each event it returns.
+
+    A failure of any step dead-letters the record's bytes as received, once
+    for each of its events that failed, and the other records go on.
+    """
+    context = context_for(message)
+    privacy = PropertyPrivacy(settings.privacy)
+    # One reading of the clock per message bounds how far ahead a time may be.
+    now_ms = int(time.time() * 1000)
+    prepared = _Prepared()
+
+    for record in records:
+        try:
+            events = run_transform(transform, record.value, context)
+        except InvalidEvent as err:
+            prepared.failures.append(Failure(record.raw, err.code, err.detail))
+            continue
+        if not events:
+            prepared.filtered += 1
+            continue
+        prepared.added += len(events) - 1
+
+        for event in events:
+            # Privacy runs first, so a dropped value never reaches a check's
+            # error detail, and a derived $insert_id never hashes one.
+            try:
+                insert_id, body = encode_event(
+                    privacy.apply(event), message.publish_time_ms, now_ms
+                )
+            except InvalidEvent as err:
+                prepared.failures.append(Failure(record.raw, err.code, err.detail))
+                continue
+            prepared.items.append(Item(record, insert_id, body))
+    return prepared
 
 
 def _log_dead_letters(message: PushMessage, failures: list[Failure]) -> None:

@@ -19,8 +19,6 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-import tenacity
-
 from .errors import DeadlineExceeded, RetryableError
 
 logger = logging.getLogger(__name__)
@@ -40,9 +38,38 @@ def call_with_retry(
 ) -> T:
     """Run `call`, retrying RetryableError until `deadline` (time.monotonic()).
 
+    The first attempt runs without tenacity, which is imported only when a
+    retry is needed, so that it does not add to the cold start.
+
     Raises:
         DeadlineExceeded: the next attempt would start after the deadline.
     """
+    try:
+        return call()
+    except RetryableError as err:
+        first_error = err
+    return _retry(
+        call,
+        first_error,
+        deadline=deadline,
+        initial_backoff=initial_backoff,
+        max_backoff=max_backoff,
+        what=what,
+    )
+
+
+def _retry(
+    call: Callable[[], T],
+    first_error: RetryableError,
+    *,
+    deadline: float,
+    initial_backoff: float,
+    max_backoff: float,
+    what: str,
+) -> T:
+    """Go on after a first attempt that raised `first_error`."""
+    import tenacity
+
     backoff = tenacity.wait_exponential_jitter(
         multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
     )
@@ -72,6 +99,16 @@ def call_with_retry(
             },
         )
 
+    # tenacity's first attempt reports the outcome of the attempt already
+    # made, so the waits, the deadline and the attempt numbers are the same
+    # as if tenacity had made it.
+    pending = [first_error]
+
+    def attempt() -> T:
+        if pending:
+            raise pending.pop()
+        return call()
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(RetryableError),
         wait=wait,
@@ -80,7 +117,7 @@ def call_with_retry(
         reraise=True,
     )
     try:
-        return retrying(call)
+        return retrying(attempt)
     except RetryableError as err:
         raise DeadlineExceeded(
             f"{what} still failing at the retry deadline: {err}"

@@ -1,0 +1,1 @@
+"""Examples that extend the kit; each module says how to use it."""

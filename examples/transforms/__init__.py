@@ -1,0 +1,1 @@
+"""Example transform hooks to copy into function/transform.py."""

@@ -1,0 +1,136 @@
+"""The JSON codec: orjson's speed with the standard library's results."""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+
+import pytest
+
+from forwarder import codec
+
+# Inputs where orjson alone would reject the text or read it differently.
+ORJSON_DIFFERS = [
+    b"NaN",
+    b"[1, Infinity, -Infinity]",
+    b'{"x": NaN}',
+    b"1e400",
+    b'"\\ud800"',
+    b'{"\\udc00": 1}',
+    b"\xef\xbb\xbf{}",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b'{"id": 123456789012345678901234567890}',
+]
+
+
+def _same(first, second) -> bool:
+    if type(first) is not type(second):
+        return False
+    if isinstance(first, float):
+        return (math.isnan(first) and math.isnan(second)) or first == second
+    if isinstance(first, list):
+        return len(first) == len(second) and all(map(_same, first, second))
+    if isinstance(first, dict):
+        return list(first) == list(second) and all(
+            _same(first[key], second[key]) for key in first
+        )
+    return first == second
+
+
+@pytest.mark.parametrize("text", ORJSON_DIFFERS)
+def test_loads_matches_json(text):
+    assert _same(codec.loads(text), json.loads(text))
+
+
+def test_loads_keeps_long_integer_in_large_document():
+    padding = "x" * (100 * 1024)
+    text = json.dumps({"pad": padding, "big": 2**70, "small": -(2**63) - 1}).encode()
+
+    value = codec.loads(text)
+
+    assert value["big"] == 2**70
+    assert isinstance(value["big"], int)
+    assert value["small"] == -(2**63) - 1
+
+
+def test_loads_text_rejects_byte_order_mark():
+    with pytest.raises(ValueError) as caught:
+        codec.loads_text(b"\xef\xbb\xbf{}")
+
+    assert "BOM" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", [b"{oops", b"[1,]", b"", b'{"a": "\x01"}'])
+def test_loads_error_is_json_error(text):
+    with pytest.raises(json.JSONDecodeError) as caught:
+        codec.loads(text)
+
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    assert str(caught.value) == str(expected.value)
+
+
+def test_loads_nesting_limit_is_orjson_limit():
+    parsed = codec.loads(b"[" * 1000 + b"]" * 1000)
+
+    assert isinstance(parsed, list)
+    with pytest.raises(RecursionError):
+        codec.loads(b"[" * 1025 + b"]" * 1025)
+
+
+def test_loads_digits_checked_skips_scan():
+    line = b'{"n": 12345}'
+
+    assert codec.loads(line, digits_checked=True) == {"n": 12345}
+
+
+@pytest.mark.parametrize("run", [18, 19, 25])
+@pytest.mark.parametrize("offset", [0, 7, 64 * 1024 - 10])
+def test_long_digit_run_found_in_short_text(run, offset):
+    data = b"a" * offset + b"9" * run + b"a" * 10
+
+    assert codec.has_long_digit_run(data) is (run >= 19)
+
+
+def test_long_digit_run_found_across_scan_pieces():
+    chunk = codec._SCAN_CHUNK
+    for start in (chunk - 19, chunk - 10, chunk - 1, chunk, 2 * chunk - 5):
+        data = bytearray(b"a" * (2 * chunk + 100))
+        data[start : start + 19] = b"1" * 19
+
+        assert codec.has_long_digit_run(bytes(data)), start
+        data[start + 18] = ord("a")
+        assert not codec.has_long_digit_run(bytes(data)), start
+
+
+def test_dumps_compact_utf8():
+    assert codec.dumps({"a": [1, "é"], "b": None}) == '{"a":[1,"é"],"b":null}'.encode()
+
+
+def test_dumps_long_integer_exact():
+    assert codec.dumps({"n": 2**70}) == b'{"n":1180591620717411303424}'
+
+
+def test_dumps_lone_surrogate_raises():
+    with pytest.raises(UnicodeEncodeError):
+        codec.dumps({"a": "\ud800"})
+
+
+def test_dumps_nan_written_as_null():
+    # The contract that callers reject NaN first rests on this.
+    assert codec.dumps([math.nan, math.inf]) == b"[null,null]"
+
+
+def test_dumps_result_has_exact_size():
+    event = {"event": "e", "properties": {"text": "x" * 500}}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        bodies = [codec.dumps(event) for _ in range(200)]
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert used < len(bodies) * (len(bodies[0]) + 200)
