@@ -301,3 +301,17 @@ def test_placeholder_with_kelvin_sign_rejected():
         normalise_event(_event(distinct_id="un\u212anown"), PUBLISH_MS)
 
     assert "placeholder" in caught.value.detail
+
+
+def test_huge_float_time_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(time=-1e306), PUBLISH_MS)
+
+    assert "out of range" in caught.value.detail
+
+
+def test_long_digit_string_time_rejected():
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(time="9" * 5000), PUBLISH_MS)
+
+    assert "out of range" in caught.value.detail

@@ -132,3 +132,12 @@ def test_unicode_digit_project_id_rejected():
         _settings(MIXPANEL_PROJECT_ID="\uff11\uff12\uff13")
 
     assert caught.value.variable == "MIXPANEL_PROJECT_ID"
+
+
+def test_secrets_include_basic_auth_form():
+    import base64
+
+    settings = _settings()
+    basic = base64.b64encode(b"sa.user:very-secret-value").decode()
+
+    assert basic in settings.secrets

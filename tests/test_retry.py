@@ -188,7 +188,7 @@ def test_first_attempt_imports_no_tenacity():
     code = (
         "import sys\n"
         "from forwarder.retry import call_with_retry\n"
-        "call_with_retry(lambda: 1, deadline=0, initial_backoff=1,"
+        "call_with_retry(lambda: 1, deadline=float('inf'), initial_backoff=1,"
         " max_backoff=1, what='x')\n"
         "import main\n"
         "print('tenacity' in sys.modules)\n"
@@ -226,3 +226,18 @@ def test_retry_after_first_attempt_counts_it(sleeps, caplog):
     assert len(sleeps) == 1
     assert 1 <= sleeps[0] <= 2
     assert [record.fields["attempt"] for record in caplog.records] == [1]
+
+
+def test_spent_deadline_stops_before_first_call():
+    calls = []
+
+    with pytest.raises(DeadlineExceeded):
+        call_with_retry(
+            lambda: calls.append(1),
+            deadline=time.monotonic() - 1,
+            initial_backoff=0,
+            max_backoff=0,
+            what="test call",
+        )
+
+    assert calls == []

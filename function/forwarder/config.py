@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
@@ -71,8 +72,13 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The credential values and the hash key, for redaction in logs."""
-        values = (self.password, self.username, self.privacy.hash_key)
+        """The credential values and the hash key, for redaction in logs.
+
+        The HTTP Basic form of the credential is included, because an error
+        body that echoes the Authorization header would carry it.
+        """
+        basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        values = (self.password, self.username, self.privacy.hash_key, basic)
         return tuple(value for value in values if value)
 
 

@@ -162,6 +162,12 @@ def _normalise(
     return event, body
 
 
+# Bounds that keep the conversions finite and cheap. A time this far out is
+# rejected later anyway, as before 1973 or in the future.
+_MAX_TIME_MAGNITUDE = 1e16
+_MAX_TIME_DIGITS = 16
+
+
 def _time_ms(value: Any, publish_time_ms: int) -> int:
     """Convert `properties.time` to integer milliseconds since the epoch."""
     if type(value) is int:
@@ -177,6 +183,10 @@ def _time_ms(value: Any, publish_time_ms: int) -> int:
         if value != value or value in (float("inf"), float("-inf")):
             raise InvalidEvent(
                 ErrorCode.INVALID_EVENT, "'properties.time' is not finite"
+            )
+        if not -_MAX_TIME_MAGNITUDE < value < _MAX_TIME_MAGNITUDE:
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT, "'properties.time' is out of range"
             )
         value = round(value * 1000) if value < _MILLISECONDS_FROM else round(value)
     elif isinstance(value, int):
@@ -211,6 +221,10 @@ def _parse_time_string(text: str) -> int:
     stripped = text.strip()
     # str.isdigit() is also true for digits such as "²" that int() rejects.
     if stripped.isascii() and stripped.isdigit():
+        if len(stripped) > _MAX_TIME_DIGITS:
+            raise InvalidEvent(
+                ErrorCode.INVALID_EVENT, "'properties.time' is out of range"
+            )
         number = int(stripped)
         return number * 1000 if number < _MILLISECONDS_FROM else number
     try:

@@ -53,8 +53,14 @@ def redact(text: str) -> str:
 def register_secrets(values: tuple[str, ...]) -> None:
     """Remember credential values so that log lines never contain them."""
     global _secrets
+    forms = set()
+    for value in values:
+        if value:
+            forms.add(value)
+            # Log lines are JSON, where a quote or backslash appears escaped.
+            forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
     # Longer values first, so that one containing another is replaced whole.
-    _secrets = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+    _secrets = tuple(sorted(forms, key=len, reverse=True))
 
 
 def configure(logger_name: str = "forwarder") -> None:

@@ -158,8 +158,8 @@ def _rejected(batch: Batch, response: requests.Response) -> list[Failure]:
     for entry in failed:
         if isinstance(entry, str):
             continue
-        index = _index_of(entry, batch)
-        if index is None:
+        positions = _positions_of(entry, batch)
+        if not positions:
             logger.warning(
                 "Mixpanel reported a failed record that matches no event",
                 extra={"fields": {"failed_record": str(entry)[:_MAX_DETAIL]}},
@@ -167,7 +167,8 @@ def _rejected(batch: Batch, response: requests.Response) -> list[Failure]:
             continue
         field = str(entry.get("field", "")).strip()
         message = str(entry.get("message", "")).strip()
-        by_index[index] = f"{field}: {message}" if field else message
+        for index in positions:
+            by_index[index] = f"{field}: {message}" if field else message
 
     if not by_index:
         # The response reports failures but none matches an event, so
@@ -182,24 +183,30 @@ def _rejected(batch: Batch, response: requests.Response) -> list[Failure]:
     ]
 
 
-def _index_of(entry: Any, batch: Batch) -> int | None:
-    """Find a failed record's position, by a valid `index`, else by its insert id."""
+def _positions_of(entry: Any, batch: Batch) -> list[int]:
+    """Find a failed record's position, by a valid `index`, else by insert id.
+
+    Several events of a batch can share an insert id. Without an index, all
+    of them are returned, since any of them may be the one that failed; one
+    that was imported after all is deduplicated by Mixpanel on replay.
+    """
     if not isinstance(entry, dict):
-        return None
+        return []
     index = entry.get("index")
     if (
         isinstance(index, int)
         and not isinstance(index, bool)
         and 0 <= index < len(batch.items)
     ):
-        return index
+        return [index]
     insert_id = entry.get("insert_id", entry.get("$insert_id"))
     if not isinstance(insert_id, str):
-        return None
-    for position, item in enumerate(batch.items):
-        if item.insert_id == insert_id:
-            return position
-    return None
+        return []
+    return [
+        position
+        for position, item in enumerate(batch.items)
+        if item.insert_id == insert_id
+    ]
 
 
 def _json(response: requests.Response) -> Any:

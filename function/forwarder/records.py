@@ -41,6 +41,9 @@ class Failure(NamedTuple):
 
 _RELEASED = object()
 
+# The position that json and orjson append to a parse error.
+_POSITION = re.compile(r":? line \d+ column \d+ \(char \d+\)$")
+
 
 class Record:
     """One event as received, with the bytes to dead-letter if it fails.
@@ -287,7 +290,10 @@ def _parse_line(line: bytes, digits_checked: bool) -> Any:
     try:
         return codec.loads(line, digits_checked=digits_checked)
     except ValueError as err:
-        return Failure(line, ErrorCode.INVALID_JSON, f"line is not JSON: {err}")
+        # Without the position, the failures of one message share a detail and
+        # so travel in one dead-letter message per reason.
+        reason = _POSITION.sub("", str(err))
+        return Failure(line, ErrorCode.INVALID_JSON, f"line is not JSON: {reason}")
     except RecursionError:
         return Failure(
             line, ErrorCode.INVALID_JSON, "line is not JSON: nested too deeply"

@@ -44,6 +44,10 @@ def call_with_retry(
     Raises:
         DeadlineExceeded: the next attempt would start after the deadline.
     """
+    # A message of many batches checks the deadline before each call too, so
+    # the deadline bounds the whole message and not only the retries.
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded(f"{what} not started: the retry deadline is spent")
     try:
         return call()
     except RetryableError as err:
