@@ -12,8 +12,8 @@ from forwarder.handler import handle_push
 logs.configure()
 
 _JSON = {"Content-Type": "application/json"}
-# The body is read this much at a time into one buffer, so that reading never
-# holds more than the body and one piece.
+# The body is read this much at a time into one buffer, so that reading needs
+# no more memory than the body and one piece.
 _READ_CHUNK = 1024 * 1024
 
 

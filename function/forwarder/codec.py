@@ -2,15 +2,16 @@
 
 orjson does the work, and the standard library's `json` takes over wherever
 the two would differ, so that the accepted input and the parsed values are
-those of `json.loads`. orjson rejects NaN and Infinity literals, numbers
-that overflow a double, lone surrogate escapes such as "\\ud800" and a UTF-8
-byte order mark, all of which `json.loads` accepts, and it reads integers
-beyond 64 bits as floats where `json.loads` keeps them exact.
+those of `json.loads`. `json.loads` accepts NaN and Infinity literals,
+numbers that overflow a double, lone surrogate escapes such as "\\ud800" and
+a UTF-8 byte order mark, which orjson rejects. It also keeps integers beyond
+64 bits exact, where orjson reads them as floats.
 
 One difference remains, in nesting. orjson parses up to 1,024 levels.
 `json.loads` raises RecursionError once the nesting reaches Python's
-recursion limit (1,000 by default) less the frames already in use, so
-about 990 levels here. A document nested between the two is parsed now.
+recursion limit (1,000 by default) less the frames already in use, which
+is about 990 levels in the forwarder. A document nested between the two is
+parsed, where `json.loads` alone would raise.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ _INT64_LIMIT = 2.0**63
 def loads(data: bytes, *, digits_checked: bool = False) -> Any:
     """Parse one JSON document as `json.loads(data)` does.
 
-    `digits_checked` tells that `has_long_digit_run` is false for text that
-    contains `data`, so that the check is not repeated for each line.
+    With `digits_checked`, the caller states that `has_long_digit_run` is
+    false for text that contains `data`, and the check is not repeated.
 
     Raises:
         ValueError: `json.JSONDecodeError` or `UnicodeDecodeError` from
@@ -56,7 +57,7 @@ def loads(data: bytes, *, digits_checked: bool = False) -> Any:
         RecursionError: the document nests too deeply for `json.loads`.
     """
     if digits_checked or (
-        len(data) <= _MAX_SCANNED_BYTES and not _may_hold_long_integer(data)
+        len(data) <= _MAX_SCANNED_BYTES and not has_long_digit_run(data)
     ):
         try:
             return orjson.loads(data)
@@ -87,15 +88,27 @@ def loads_text(data: bytes) -> Any:
 def has_long_digit_run(data: bytes) -> bool:
     """Tell whether `data` may hold an integer literal that orjson misreads.
 
-    True for 19 or more digits in a row, also inside strings. The scan goes
+    True for 19 or more digits in a row, also inside strings. Every third
+    byte is looked at first, and the bytes around each stretch where that
+    sample shows 6 digits in a row are then checked in full. The scan goes
     piece by piece, so it never copies much of a long text.
     """
     overlap = _LONG_DIGIT_RUN - 1
     for start in range(0, len(data), _SCAN_CHUNK):
-        end = start + _SCAN_CHUNK + overlap
-        sample = data[start:end:_SAMPLE_STEP].translate(_DIGITS_AS_ZERO)
-        if _SAMPLED_RUN in sample and _may_hold_long_integer(data[start:end]):
-            return True
+        piece = data[start : start + _SCAN_CHUNK + overlap : _SAMPLE_STEP]
+        sample = piece.translate(_DIGITS_AS_ZERO)
+        found = sample.find(_SAMPLED_RUN)
+        while found >= 0:
+            end = sample.find(b" ", found)
+            if end < 0:
+                end = len(sample)
+            # A run that covers the sampled digits found..end-1 lies between
+            # the sampled bytes just outside them.
+            first = max(start + _SAMPLE_STEP * (found - 1), 0)
+            last = start + _SAMPLE_STEP * end
+            if _FULL_RUN in data[first:last].translate(_DIGITS_AS_ZERO):
+                return True
+            found = sample.find(_SAMPLED_RUN, end)
     return False
 
 
@@ -134,7 +147,7 @@ _FAILED = object()
 def _loads_checking_numbers(data: bytes) -> Any:
     """Return orjson's parse of `data`, or _FAILED where `json` must decide."""
     small = len(data) <= _MAX_SCANNED_BYTES
-    if small and _may_hold_long_integer(data):
+    if small and has_long_digit_run(data):
         return _FAILED
     try:
         value = orjson.loads(data)
@@ -143,13 +156,6 @@ def _loads_checking_numbers(data: bytes) -> Any:
     if not small and _has_large_float(value):
         return _FAILED
     return value
-
-
-def _may_hold_long_integer(data: bytes) -> bool:
-    sample = data[::_SAMPLE_STEP].translate(_DIGITS_AS_ZERO)
-    if _SAMPLED_RUN not in sample:
-        return False
-    return _FULL_RUN in data.translate(_DIGITS_AS_ZERO)
 
 
 def _has_large_float(value: Any) -> bool:

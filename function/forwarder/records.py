@@ -185,8 +185,8 @@ def _b64decode(data: str) -> bytes:
         return base64.b64decode(data, validate=True)
 
 
-# The UTF-8 check decodes this much at a time, so that the check never holds
-# a decoded copy of the whole data.
+# The UTF-8 check decodes this much at a time, so that it never keeps a
+# decoded copy of the whole data.
 _UTF8_CHECK_CHUNK = 1024 * 1024
 
 
@@ -229,6 +229,9 @@ def _records(payload: bytes, failures: list[Failure]) -> Iterator[Record]:
     if value is _NOT_PARSED or isinstance(value, Failure):
         whole = _parse_whole(payload)
         if isinstance(whole, list):
+            # NOTE: data that is one JSON array is parsed whole, so all its
+            # events are in memory at once, and each is serialised again with
+            # `json` for its dead-letter bytes. Only NDJSON data is streamed.
             yield from _expand(whole, 0)
             return
         if whole is not None:

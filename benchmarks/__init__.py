@@ -1,0 +1,1 @@
+"""Benchmarks of the forwarding function, each run beside its baselines."""

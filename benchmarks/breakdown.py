@@ -1,0 +1,92 @@
+"""The forwarder's time beyond the floor, apportioned stage by stage.
+
+Usage: python -m benchmarks.breakdown [--repeat N] [--events N]
+
+The forwarder runs on one 2,000-event message (or --events), interleaved
+with the floor of `benchmarks.run`. It runs first as deployed, then with one
+more stage replaced by a stub in each row. The stages are the transform hook
+with the PII rules, the checks of property values, and then all of the
+normalisation but the serialisation. Each stage's cost is the difference
+between two rows. The stubs skip work that the delivery guarantees need, so this only
+apportions the time, and `benchmarks.run` gives the figures. Times are CPU
+time of this process, per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import run, workloads
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per row")
+    parser.add_argument("--events", type=int, default=2000, help="events per message")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(run.DEFAULT_FUNCTION_DIR))
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[0]})
+    from forwarder import codec, events, handler, mixpanel, privacy
+
+    data = workloads.realistic_data(args.events)
+    body = workloads.push_body(data)
+    sink = run.Sink(set(cpus[1:]))
+    rows = []
+    try:
+        forwarder = run.Forwarder(sink)
+
+        def floor() -> None:
+            run.run_floor(body, codec.LIBRARY, mixpanel.GZIP_LEVEL, mixpanel.GZIP_WBITS)
+
+        def measure(label: str) -> None:
+            forwarder(body)
+            floor()
+            spent, floors = [], []
+            for _ in range(args.repeat):
+                started = time.process_time()
+                forwarder(body)
+                spent.append(time.process_time() - started)
+                started = time.process_time()
+                floor()
+                floors.append(time.process_time() - started)
+            per_event = statistics.median(spent) / args.events * 1e6
+            floor_per_event = statistics.median(floors) / args.events * 1e6
+            rows.append(
+                {
+                    "forwarder": label,
+                    "cpu_microseconds_per_event": per_event,
+                    "floor_cpu_microseconds_per_event": floor_per_event,
+                    "ratio_to_floor": floor_per_event / per_event,
+                }
+            )
+
+        measure("as deployed")
+        handler.run_transform = lambda transform, value, context: [value]
+        privacy.PropertyPrivacy.apply = lambda self, event: event
+        measure("without the transform hook and PII rules")
+        events._plainly_valid = lambda properties: True
+        measure("and without the checks of property values")
+        handler.encode_event = lambda value, publish_ms, now_ms: (
+            value["properties"]["$insert_id"],
+            codec.dumps(value),
+        )
+        measure("and without normalisation, only serialisation")
+    finally:
+        sink.stop()
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
