@@ -23,6 +23,7 @@ from conftest import (
     OLDER_THAN_RETENTION,
     envelope_for,
     function_env,
+    make_event,
     ndjson,
     start_function,
     stop_function,
@@ -379,3 +380,34 @@ def test_inhouse_untyped_record_dead_lettered(inhouse_server, mixpanel, pubsub):
     detail = dead[0].attributes["error_detail"]
     assert detail.startswith("ValueError: record has no 'type'")
     assert dead[0].data == b'{"user": "u-1842", "ts": 1764494130000}'
+
+
+# orjson writes a datetime as text, but no JSON library can write a set.
+NON_JSON_TRANSFORM = """
+def transform(record, context):
+    if record.get("event") == "bad":
+        record["properties"]["tags"] = {"a", "b"}
+        return [record]
+    return record
+"""
+
+
+def test_non_json_value_dead_letters_one_record(mixpanel, pubsub, tmp_path):
+    directory = tmp_path / "hooks"
+    directory.mkdir()
+    (directory / "non_json_hook.py").write_text(NON_JSON_TRANSFORM, encoding="utf-8")
+    server = start(
+        mixpanel, pubsub, directory, FORWARDER_TRANSFORM="non_json_hook:transform"
+    )
+    good = make_event(1)
+    bad = {"event": "bad", "properties": dict(make_event(2)["properties"])}
+    try:
+        response = server.push(envelope_for(ndjson([good, bad])))
+    finally:
+        stop_function(server)
+
+    dead = pubsub.published(DEAD_LETTER_TOPIC)
+    assert response.status_code == 200, response.text
+    assert len(mixpanel.imported_events()) == 1
+    assert len(dead) == 1
+    assert dead[0].attributes["error"] == "transform_failed"

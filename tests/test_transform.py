@@ -467,3 +467,52 @@ def test_inhouse_leaves_record_unchanged():
     run_transform(inhouse.transform, record, inhouse_context())
 
     assert record == before
+
+
+def test_redaction_uses_record_as_received():
+    def pop_then_raise(record, context):
+        mail = record["properties"].pop("email")
+        raise ValueError(f"cannot map {mail}")
+
+    raw = json.dumps(RECORD).encode()
+    with pytest.raises(InvalidEvent) as caught:
+        run_transform(pop_then_raise, copy.deepcopy(RECORD), CONTEXT, raw)
+
+    assert "ada@example.com" not in caught.value.detail
+    assert REDACTED in caught.value.detail
+
+
+def test_redaction_covers_keys():
+    record = {"event": "e", "properties": {"ada@example.com": True}}
+
+    def raise_with_key(record, context):
+        raise KeyError("ada@example.com")
+
+    with pytest.raises(InvalidEvent) as caught:
+        run_transform(raise_with_key, record, CONTEXT)
+
+    assert "ada@example.com" not in caught.value.detail
+
+
+def test_broken_exception_str_is_failure():
+    class Broken(Exception):
+        def __str__(self):
+            raise RuntimeError("no message")
+
+    def raise_broken(record, context):
+        raise Broken()
+
+    with pytest.raises(InvalidEvent) as caught:
+        run_transform(raise_broken, RECORD, CONTEXT)
+
+    assert caught.value.code == ErrorCode.TRANSFORM_FAILED
+
+
+def test_system_exit_in_hook_is_failure():
+    def exit_hook(record, context):
+        raise SystemExit(3)
+
+    with pytest.raises(InvalidEvent) as caught:
+        run_transform(exit_hook, RECORD, CONTEXT)
+
+    assert caught.value.code == ErrorCode.TRANSFORM_FAILED

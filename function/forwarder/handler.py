@@ -38,7 +38,7 @@ from .hook import Transform, context_for, load_transform, run_transform
 from .mixpanel import MixpanelClient
 from .privacy import PropertyPrivacy
 from .pubsub import Publisher
-from .records import Failure, Record, RecordStream
+from .records import ErrorCode, Failure, Record, RecordStream
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _prepare_events(
 
     for record in records:
         try:
-            events = run_transform(transform, record.value, context)
+            events = run_transform(transform, record.value, context, record.raw)
         except InvalidEvent as err:
             prepared.failures.append(Failure(record.raw, err.code, err.detail))
             continue
@@ -220,6 +220,14 @@ def _prepare_events(
                 )
             except InvalidEvent as err:
                 prepared.failures.append(Failure(record.raw, err.code, err.detail))
+                continue
+            except (TypeError, ValueError, OverflowError) as err:
+                # A hook that passes its record on can leave a value in it that
+                # JSON cannot hold, such as a datetime or a set.
+                detail = f"the event is not JSON: {type(err).__name__}"
+                prepared.failures.append(
+                    Failure(record.raw, ErrorCode.TRANSFORM_FAILED, detail)
+                )
                 continue
             prepared.items.append(Item(record, insert_id, body))
     return prepared

@@ -40,6 +40,7 @@ MAX_OUTPUT_DEPTH = 32
 MIN_REDACTED_LENGTH = 3
 MAX_MESSAGE_CHARS = 4096
 REDACTED = "[redacted]"
+_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 Transform = Callable[[Any, "TransformContext"], Any]
 
@@ -111,7 +112,7 @@ def _import_transform(spec: str) -> Transform:
 
 
 def run_transform(
-    transform: Transform, value: Any, context: TransformContext
+    transform: Transform, value: Any, context: TransformContext, raw: bytes = b""
 ) -> list[Any]:
     """Call the hook on one record and return its events, possibly none.
 
@@ -133,12 +134,26 @@ def run_transform(
         return _as_events(output, value)
     except _InvalidOutput as err:
         detail = str(err)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
+        # SystemExit too, so that a hook calling sys.exit() costs its record
+        # and not the whole instance.
         detail = _describe(err, transform)
-    raise InvalidEvent(
-        ErrorCode.TRANSFORM_FAILED,
-        redact_record(detail, value, context.attributes),
-    )
+    # The hook may have changed the record before it failed, so the values
+    # to redact come from the record as received as well.
+    detail = redact_record(detail, value, context.attributes)
+    original = _parse_quietly(raw)
+    if original is not None:
+        detail = redact_record(detail, original, {})
+    raise InvalidEvent(ErrorCode.TRANSFORM_FAILED, detail)
+
+
+def _parse_quietly(raw: bytes) -> Any | None:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
 
 
 class _InvalidOutput(Exception):
@@ -206,9 +221,12 @@ def _json_problem(value: Any, path: str, depth: int) -> str | None:
     )
 
 
-def _describe(err: Exception, transform: Transform) -> str:
+def _describe(err: BaseException, transform: Transform) -> str:
     """Return the exception's type, message and line in the transform's file."""
-    message = str(err)
+    try:
+        message = str(err)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not fail the message
+        message = "(the exception's message could not be read)"
     if len(message) > MAX_MESSAGE_CHARS:
         message = f"(a message of {len(message)} characters, left out)"
     text = f"{_exception_name(err)}: {message}" if message else _exception_name(err)
@@ -216,7 +234,7 @@ def _describe(err: Exception, transform: Transform) -> str:
     return f"{text} ({location})" if location else text
 
 
-def _location(err: Exception, transform: Transform) -> str:
+def _location(err: BaseException, transform: Transform) -> str:
     """Return `file:line` of the innermost frame in the transform's own file."""
     frames = traceback.extract_tb(err.__traceback__)
     if not frames:
@@ -246,6 +264,9 @@ def _record_texts(value: Any, attributes: Mapping[str, str]) -> list[str]:
     while pending:
         item = pending.pop()
         if isinstance(item, dict):
+            # Keys too, as a record can use an email address as a key, but not
+            # plain identifiers such as "properties", which fixed text shares.
+            pending.extend(key for key in item if not _IDENTIFIER.match(str(key)))
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
