@@ -1,1 +1,1 @@
-"""Examples that extend the kit; each module says how to use it."""
+"""Examples that extend the kit. Each module's docstring explains its use."""

@@ -37,35 +37,61 @@ class MixpanelSecret(pulumi.ComponentResource):
         )
         credential = cfg.credential
 
-        # Holds the credential, replicated wherever Google chooses.
-        self.secret = gcp.secretmanager.Secret(
-            f"{name}-secret",
+        self.secret, self.version, self.runtime_accessor = add_runtime_secret(
+            name,
             project=cfg.project,
             secret_id=f"{cfg.resource_prefix}-{SECRET_SUFFIXES[credential.kind]}",
-            replication=gcp.secretmanager.SecretReplicationArgs(
-                auto=gcp.secretmanager.SecretReplicationAutoArgs()
-            ),
-            opts=child,
-        )
-
-        # The credential value itself, taken from the encrypted stack config.
-        self.version = gcp.secretmanager.SecretVersion(
-            f"{name}-version",
-            secret=self.secret.id,
-            secret_data=credential.value,
-            opts=child,
-        )
-
-        # Lets the function's runtime account read this secret and no other.
-        self.runtime_accessor = gcp.secretmanager.SecretIamMember(
-            f"{name}-runtime-accessor",
-            project=cfg.project,
-            secret_id=self.secret.secret_id,
-            role="roles/secretmanager.secretAccessor",
-            member=runtime_account.member,
+            value=credential.value,
+            runtime_account=runtime_account,
             opts=child,
         )
 
         self.register_outputs(
             {"secretId": self.secret.secret_id, "version": self.version.version}
         )
+
+
+def add_runtime_secret(
+    name: str,
+    *,
+    project: str,
+    secret_id: str,
+    value: pulumi.Input[str],
+    runtime_account: gcp.serviceaccount.Account,
+    opts: pulumi.ResourceOptions,
+) -> tuple[
+    gcp.secretmanager.Secret,
+    gcp.secretmanager.SecretVersion,
+    gcp.secretmanager.SecretIamMember,
+]:
+    """Register a secret, its version holding `value`, and the runtime's access.
+
+    Returns:
+        The secret, its version, and the runtime account's accessor grant.
+    """
+    # Holds the value, replicated wherever Google chooses.
+    secret = gcp.secretmanager.Secret(
+        f"{name}-secret",
+        project=project,
+        secret_id=secret_id,
+        replication=gcp.secretmanager.SecretReplicationArgs(
+            auto=gcp.secretmanager.SecretReplicationAutoArgs()
+        ),
+        opts=opts,
+    )
+
+    # The value itself, taken from the encrypted stack config.
+    version = gcp.secretmanager.SecretVersion(
+        f"{name}-version", secret=secret.id, secret_data=value, opts=opts
+    )
+
+    # Lets the function's runtime account read this secret and no other.
+    accessor = gcp.secretmanager.SecretIamMember(
+        f"{name}-runtime-accessor",
+        project=project,
+        secret_id=secret.secret_id,
+        role="roles/secretmanager.secretAccessor",
+        member=runtime_account.member,
+        opts=opts,
+    )
+    return secret, version, accessor

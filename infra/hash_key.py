@@ -7,6 +7,7 @@ import pulumi_gcp as gcp
 
 from .apis import ProjectApis
 from .config import StackConfig
+from .credentials import add_runtime_secret
 
 # The secret's id is PREFIX-pii-hash-key.
 ID_SUFFIX = "pii-hash-key"
@@ -38,32 +39,12 @@ class PiiHashKey(pulumi.ComponentResource):
             parent=self, depends_on=apis.needed_by("secretmanager")
         )
 
-        # Holds the hash key, replicated wherever Google chooses.
-        self.secret = gcp.secretmanager.Secret(
-            f"{name}-secret",
+        self.secret, self.version, self.runtime_accessor = add_runtime_secret(
+            name,
             project=cfg.project,
             secret_id=f"{cfg.resource_prefix}-{ID_SUFFIX}",
-            replication=gcp.secretmanager.SecretReplicationArgs(
-                auto=gcp.secretmanager.SecretReplicationAutoArgs()
-            ),
-            opts=child,
-        )
-
-        # The key itself, taken from the encrypted stack config.
-        self.version = gcp.secretmanager.SecretVersion(
-            f"{name}-version",
-            secret=self.secret.id,
-            secret_data=cfg.pii.hash_key,
-            opts=child,
-        )
-
-        # Lets the function's runtime account read this secret and no other.
-        self.runtime_accessor = gcp.secretmanager.SecretIamMember(
-            f"{name}-runtime-accessor",
-            project=cfg.project,
-            secret_id=self.secret.secret_id,
-            role="roles/secretmanager.secretAccessor",
-            member=runtime_account.member,
+            value=cfg.pii.hash_key,
+            runtime_account=runtime_account,
             opts=child,
         )
 

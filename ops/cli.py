@@ -267,7 +267,10 @@ def export(
     type=click.IntRange(1, 100_000),
     default=500,
     show_default=True,
-    help="Most events in one message; a message also ends before 7 MiB of data.",
+    help=(
+        "Maximum number of events in one message. A message also ends before "
+        "7 MiB of data."
+    ),
 )
 @click.option(
     "--attribute",

@@ -187,7 +187,7 @@ def _positions_of(entry: Any, batch: Batch) -> list[int]:
     """Find a failed record's position, by a valid `index`, else by insert id.
 
     Several events of a batch can share an insert id. Without an index, all
-    of them are returned, since any of them may be the one that failed; one
+    of them are returned, because any of them may be the one that failed. One
     that was imported after all is deduplicated by Mixpanel on replay.
     """
     if not isinstance(entry, dict):
