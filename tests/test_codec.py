@@ -44,6 +44,21 @@ def test_loads_matches_json(text):
     assert _same(codec.loads(text), json.loads(text))
 
 
+@pytest.mark.parametrize("text", [*ORJSON_DIFFERS, b'{"a": 1, "a": 2}'])
+def test_loads_document_matches_json(text):
+    assert _same(codec.loads_document(text), json.loads(text))
+    if not text.startswith(b"\xef\xbb\xbf"):
+        # main.py passes text, decoded as it would be, except with a BOM.
+        decoded = text.decode("utf-8", "surrogatepass")
+        assert _same(codec.loads_document(decoded), json.loads(text))
+
+
+def test_loads_document_keeps_long_integer_beside_long_string():
+    text = json.dumps({"data": "x" * (100 * 1024), "attempt": 2**70})
+
+    assert codec.loads_document(text)["attempt"] == 2**70
+
+
 def test_loads_keeps_long_integer_in_large_document():
     padding = "x" * (100 * 1024)
     text = json.dumps({"pad": padding, "big": 2**70, "small": -(2**63) - 1}).encode()

@@ -85,6 +85,25 @@ def loads_text(data: bytes) -> Any:
     return value
 
 
+def loads_document(data: bytes | bytearray | str) -> Any:
+    """Parse a JSON document as `json.loads(data)` does, without a scan of it.
+
+    Meant for a document of few values, such as a push request body whose
+    message data is one long string: its numbers are checked after the
+    parse, which costs less than a scan of the text for long integers.
+
+    Raises:
+        ValueError, RecursionError: as for `loads`.
+    """
+    try:
+        value = orjson.loads(data)
+    except (orjson.JSONDecodeError, RecursionError):
+        return json.loads(data)
+    if _has_large_float(value):
+        return json.loads(data)
+    return value
+
+
 def has_long_digit_run(data: bytes) -> bool:
     """Tell whether `data` may hold an integer literal that orjson misreads.
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from . import codec
 from .errors import InvalidEnvelope
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -42,7 +42,7 @@ def parse_push_request(body: bytes) -> PushMessage:
             one, so the caller responds 400.
     """
     try:
-        envelope = json.loads(body)
+        envelope = codec.loads_document(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise InvalidEnvelope(f"request body is not JSON: {err}") from err
     except RecursionError:
