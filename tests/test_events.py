@@ -315,3 +315,17 @@ def test_long_digit_string_time_rejected():
         normalise_event(_event(time="9" * 5000), PUBLISH_MS)
 
     assert "out of range" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{1: float("nan")}, {"nested": {2: float("inf")}}],
+)
+def test_key_that_is_not_text_still_checked(properties):
+    # A hook can leave such a key in the record it passes on.
+    event = {"event": "signup", "properties": {"distinct_id": "u-1", **properties}}
+
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(event, PUBLISH_MS)
+
+    assert "NaN or Infinity" in caught.value.detail

@@ -298,7 +298,8 @@ def _check_values(properties: dict[str, Any]) -> None:
             # An invalid id only feeds the hash that replaces it, so its
             # content is never sent.
             continue
-        if not key.isascii() and not _is_utf8(key):
+        # A key that is not a string is left to the serialisation.
+        if isinstance(key, str) and not key.isascii() and not _is_utf8(key):
             raise InvalidEvent(
                 ErrorCode.INVALID_EVENT, _NOT_UTF8.format(where="a property name")
             )
@@ -395,7 +396,7 @@ def _check_value(value: Any, depth: int, path: str) -> None:
                 f"'properties.{path}' is nested deeper than {MAX_NESTING_DEPTH} levels",
             )
         for key, item in value.items():
-            if not key.isascii() and not _is_utf8(key):
+            if isinstance(key, str) and not key.isascii() and not _is_utf8(key):
                 raise InvalidEvent(
                     ErrorCode.INVALID_EVENT,
                     _NOT_UTF8.format(where=f"a key in 'properties.{path}'"),
