@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         measure("as deployed")
-        handler.run_transform = lambda transform, value, context: [value]
-        privacy.PropertyPrivacy.apply = lambda self, event: event
+        handler.run_transform = lambda transform, value, context, raw: [value]
+        privacy.PropertyPrivacy.rewrite = lambda self, event: event
+        privacy.PropertyPrivacy.set_ip = lambda self, properties: None
         measure("without the transform hook and PII rules")
         events._plainly_valid = lambda properties: True
         measure("and without the checks of property values")
-        handler.encode_event = lambda value, publish_ms, now_ms: (
+        handler.encode_event = lambda value, publish_ms, now_ms, adjust: (
             value["properties"]["$insert_id"],
             codec.dumps(value),
         )

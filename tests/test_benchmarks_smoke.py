@@ -104,3 +104,28 @@ def test_peak_memory_measured(figures):
     assert result["body_bytes"] > result["message_bytes"]
     assert result["peak_above_baseline_bytes"] > 0
     assert result["ratio_to_message"] > 0
+
+
+def test_breakdown_gives_every_row():
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.breakdown",
+            "--repeat",
+            "2",
+            "--events",
+            "50",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    rows = json.loads(completed.stdout)
+
+    assert [row["forwarder"] for row in rows][0] == "as deployed"
+    assert len(rows) == 4
+    for row in rows:
+        assert row["cpu_microseconds_per_event"] > 0, row["forwarder"]
+        assert row["ratio_to_floor"] > 0, row["forwarder"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -329,3 +330,19 @@ def test_key_that_is_not_text_still_checked(properties):
         normalise_event(event, PUBLISH_MS)
 
     assert "NaN or Infinity" in caught.value.detail
+
+
+def test_adjust_changes_a_copy_before_the_checks():
+    original = _event(score=float("nan"))
+    seen = []
+
+    def drop_score(properties):
+        seen.append(properties is original["properties"])
+        del properties["score"]
+
+    insert_id, body = encode_event(original, PUBLISH_MS, adjust=drop_score)
+
+    assert seen == [False]
+    assert b"score" not in body
+    assert "score" in original["properties"]
+    assert insert_id == json.loads(body)["properties"]["$insert_id"]

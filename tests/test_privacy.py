@@ -143,6 +143,29 @@ def test_input_event_not_changed():
     assert original == before
 
 
+def test_rewrite_without_rules_returns_the_event_itself():
+    original = event(ip="203.0.113.9")
+
+    assert privacy().rewrite(original) is original
+
+
+def test_rewrite_then_ip_rule_gives_apply():
+    original = event(
+        email="ada@example.com", contact={"phone": "+44 20 7946 0958"}, ip="x"
+    )
+    rules = privacy(drop="email", hashed="contact.phone")
+    before = copy.deepcopy(original)
+
+    rewritten = rules.rewrite(original)
+    properties = dict(rewritten["properties"])
+    rules.set_ip(properties)
+
+    assert "email" not in rewritten["properties"]
+    assert rewritten["properties"]["ip"] == "x"
+    assert {**rewritten, "properties": properties} == rules.apply(original)
+    assert original == before
+
+
 def test_shared_nested_object_hashed_once_per_event():
     shared = {"phone": "+44 20 7946 0958"}
     first = event(contact=shared)

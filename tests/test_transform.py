@@ -29,7 +29,7 @@ from forwarder.hook import (
     run_transform,
 )
 from forwarder.privacy import PrivacyRules, PropertyPrivacy
-from forwarder.records import ErrorCode
+from forwarder.records import ErrorCode, Record
 
 TRANSFORM_DATA = DATA / "transform"
 CONTEXT = TransformContext(
@@ -469,14 +469,17 @@ def test_inhouse_leaves_record_unchanged():
     assert record == before
 
 
-def test_redaction_uses_record_as_received():
+@pytest.mark.parametrize("as_record", [False, True])
+def test_redaction_uses_record_as_received(as_record):
     def pop_then_raise(record, context):
         mail = record["properties"].pop("email")
         raise ValueError(f"cannot map {mail}")
 
     raw = json.dumps(RECORD).encode()
+    value = copy.deepcopy(RECORD)
+    source = Record(0, raw, value) if as_record else raw
     with pytest.raises(InvalidEvent) as caught:
-        run_transform(pop_then_raise, copy.deepcopy(RECORD), CONTEXT, raw)
+        run_transform(pop_then_raise, value, CONTEXT, source)
 
     assert "ada@example.com" not in caught.value.detail
     assert REDACTED in caught.value.detail

@@ -88,23 +88,26 @@ def build_batches(
     size = 2  # the array's brackets
 
     for item in items:
-        if len(item.body) + 2 > max_bytes:
+        length = len(item.body)
+        if length + 2 > max_bytes:
             failures.append(
                 Failure(
                     item.record.raw,
                     ErrorCode.TOO_LARGE,
-                    f"event is {len(item.body)} bytes, above the request limit of "
+                    f"event is {length} bytes, above the request limit of "
                     f"{max_bytes} bytes",
                 )
             )
             continue
-        added = len(item.body) + (1 if current else 0)
-        if current and (len(current) >= max_events or size + added > max_bytes):
-            batches.append(Batch(tuple(current)))
-            current, size = [], 2
-            added = len(item.body)
+        if current:
+            # A comma before the item.
+            length += 1
+            if len(current) >= max_events or size + length > max_bytes:
+                batches.append(Batch(tuple(current)))
+                current, size = [], 2
+                length -= 1
         current.append(item)
-        size += added
+        size += length
 
     if current:
         batches.append(Batch(tuple(current)))

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ MIN_TIME_MS = _MILLISECONDS_FROM
 FUTURE_ALLOWANCE_MS = 5 * 60 * 1000
 
 INSERT_ID_PATTERN = re.compile(r"[A-Za-z0-9-]{1,36}")
+_INSERT_ID_MATCH = INSERT_ID_PATTERN.fullmatch
 
 # Values that Mixpanel treats as "no id" for distinct_id and $insert_id,
 # compared case-insensitively.
@@ -90,24 +92,35 @@ def normalise_event(
 
 
 def encode_event(
-    value: Any, publish_time_ms: int, now_ms: int | None = None
+    value: Any,
+    publish_time_ms: int,
+    now_ms: int | None = None,
+    adjust: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str, bytes]:
     """Normalise an event as `normalise_event` does and serialise it.
 
     Returns the `$insert_id` and the JSON that goes into a request body,
     which is what `batching.serialise_event` returns for the normalised
     event. The event is serialised once, for the size check and the body.
+    `adjust`, if given, receives the event's own copy of its properties
+    before any check, and may change it in place: the handler passes the
+    IP rule of `privacy.PropertyPrivacy.set_ip`.
 
     Raises:
         InvalidEvent: as `normalise_event` does.
     """
-    event, body = _normalise(value, publish_time_ms, now_ms)
+    event, body = _normalise(value, publish_time_ms, now_ms, adjust)
     return event["properties"]["$insert_id"], body
 
 
 def _normalise(
-    value: Any, publish_time_ms: int, now_ms: int | None
+    value: Any,
+    publish_time_ms: int,
+    now_ms: int | None,
+    adjust: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], bytes]:
+    # Each check tests the common case first, in line, because this runs
+    # for every event, and calls a helper only for the rest.
     if not isinstance(value, dict):
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,
@@ -123,7 +136,7 @@ def _normalise(
     name = value.get("event")
     if not isinstance(name, str) or not name:
         raise InvalidEvent(ErrorCode.INVALID_EVENT, "'event' is missing or empty")
-    if not _is_utf8(name):
+    if not name.isascii() and not _is_utf8(name):
         raise InvalidEvent(ErrorCode.INVALID_EVENT, _NOT_UTF8.format(where="'event'"))
     properties = value.get("properties", {})
     if not isinstance(properties, dict):
@@ -133,15 +146,33 @@ def _normalise(
         )
 
     properties = dict(properties)
-    properties["time"] = _time_ms(properties.get("time"), publish_time_ms)
-    _check_not_future(properties["time"], now_ms)
-    _check_identity(properties)
+    if adjust is not None:
+        adjust(properties)
+    time_ms = _time_ms(properties.get("time"), publish_time_ms)
+    properties["time"] = time_ms
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    if time_ms > now_ms + FUTURE_ALLOWANCE_MS:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"'properties.time' {time_ms} ms is more than "
+            f"{FUTURE_ALLOWANCE_MS // 1000} s in the future",
+        )
+    distinct_id = properties.get("distinct_id")
+    if type(distinct_id) is not str or len(distinct_id) in _PLACEHOLDER_LENGTHS:
+        _check_identity(properties)
     # The values are checked before the insert id is derived from them,
     # because hashing needs them to be encodable JSON. The quick test passes
     # most events, and the full check finds the first problem of the rest.
     if not _plainly_valid(properties):
         _check_values(properties)
-    properties["$insert_id"] = _insert_id(name, properties)
+    current = properties.get("$insert_id")
+    if (
+        type(current) is not str
+        or len(current) in _PLACEHOLDER_LENGTHS
+        or not _INSERT_ID_MATCH(current)
+    ):
+        properties["$insert_id"] = _insert_id(name, properties)
 
     event = {"event": name, "properties": properties}
     # The checks above leave no NaN or Infinity, which the serialisation
@@ -153,7 +184,11 @@ def _normalise(
         # would have before the property count.
         _check_values(properties)
         raise
-    _check_property_count(properties)
+    if len(properties) > MAX_PROPERTIES:
+        raise InvalidEvent(
+            ErrorCode.INVALID_EVENT,
+            f"event has {len(properties)} properties, Mixpanel accepts under 255",
+        )
     if len(body) >= MAX_EVENT_BYTES:
         raise InvalidEvent(
             ErrorCode.TOO_LARGE,
@@ -204,17 +239,6 @@ def _time_ms(value: Any, publish_time_ms: int) -> int:
             "older than any Mixpanel project keeps",
         )
     return value
-
-
-def _check_not_future(time_ms: int, now_ms: int | None) -> None:
-    if now_ms is None:
-        now_ms = int(time.time() * 1000)
-    if time_ms > now_ms + FUTURE_ALLOWANCE_MS:
-        raise InvalidEvent(
-            ErrorCode.INVALID_EVENT,
-            f"'properties.time' {time_ms} ms is more than "
-            f"{FUTURE_ALLOWANCE_MS // 1000} s in the future",
-        )
 
 
 def _parse_time_string(text: str) -> int:
@@ -366,14 +390,6 @@ def _plainly_valid_container(values: Any, depth: int) -> bool:
         else:
             return False
     return True
-
-
-def _check_property_count(properties: dict[str, Any]) -> None:
-    if len(properties) > MAX_PROPERTIES:
-        raise InvalidEvent(
-            ErrorCode.INVALID_EVENT,
-            f"event has {len(properties)} properties, Mixpanel accepts under 255",
-        )
 
 
 def _check_value(value: Any, depth: int, path: str) -> None:

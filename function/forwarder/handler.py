@@ -196,40 +196,44 @@ def _prepare_events(
     """
     context = context_for(message)
     privacy = PropertyPrivacy(settings.privacy)
+    rewrite, set_ip = privacy.rewrite, privacy.set_ip
     # One reading of the clock per message bounds how far ahead a time may be.
     now_ms = int(time.time() * 1000)
+    publish_time_ms = message.publish_time_ms
     prepared = _Prepared()
+    # Bound once, because the loop runs for every event of the message.
+    add_item, add_failure = prepared.items.append, prepared.failures.append
 
     for record in records:
+        value = record.value
         try:
-            events = run_transform(transform, record.value, context, record.raw)
+            events = run_transform(transform, value, context, record)
         except InvalidEvent as err:
-            prepared.failures.append(Failure(record.raw, err.code, err.detail))
+            add_failure(Failure(record.raw, err.code, err.detail))
             continue
         if not events:
             prepared.filtered += 1
             continue
-        prepared.added += len(events) - 1
+        if len(events) > 1:
+            prepared.added += len(events) - 1
 
         for event in events:
             # Privacy runs first, so a dropped value never reaches a check's
             # error detail, and a derived $insert_id never hashes one.
             try:
                 insert_id, body = encode_event(
-                    privacy.apply(event), message.publish_time_ms, now_ms
+                    rewrite(event), publish_time_ms, now_ms, set_ip
                 )
             except InvalidEvent as err:
-                prepared.failures.append(Failure(record.raw, err.code, err.detail))
+                add_failure(Failure(record.raw, err.code, err.detail))
                 continue
             except (TypeError, ValueError, OverflowError) as err:
                 # A hook that passes its record on can leave a value in it that
-                # JSON cannot hold, such as a datetime or a set.
+                # JSON cannot hold, such as a set.
                 detail = f"the event is not JSON: {type(err).__name__}"
-                prepared.failures.append(
-                    Failure(record.raw, ErrorCode.TRANSFORM_FAILED, detail)
-                )
+                add_failure(Failure(record.raw, ErrorCode.TRANSFORM_FAILED, detail))
                 continue
-            prepared.items.append(Item(record, insert_id, body))
+            add_item(Item(record, insert_id, body))
     return prepared
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from .envelope import PushMessage
 from .errors import ConfigError, InvalidEvent
-from .records import ErrorCode
+from .records import ErrorCode, Record
 
 TRANSFORM_VARIABLE = "FORWARDER_TRANSFORM"
 DEFAULT_TRANSFORM = "transform:transform"
@@ -112,9 +112,15 @@ def _import_transform(spec: str) -> Transform:
 
 
 def run_transform(
-    transform: Transform, value: Any, context: TransformContext, raw: bytes = b""
+    transform: Transform,
+    value: Any,
+    context: TransformContext,
+    raw: bytes | Record = b"",
 ) -> list[Any]:
     """Call the hook on one record and return its events, possibly none.
+
+    `raw` is the record's bytes as received, or the `Record` that holds
+    them, which are read only when the hook fails.
 
     The hook may return None or an empty list for no event, a dict for one,
     and a list, tuple or iterator of dicts for several. A hook that returns
@@ -141,7 +147,7 @@ def run_transform(
     # The hook may have changed the record before it failed, so the values
     # to redact come from the record as received as well.
     detail = redact_record(detail, value, context.attributes)
-    original = _parse_quietly(raw)
+    original = _parse_quietly(raw.raw if isinstance(raw, Record) else raw)
     if original is not None:
         detail = redact_record(detail, original, {})
     raise InvalidEvent(ErrorCode.TRANSFORM_FAILED, detail)

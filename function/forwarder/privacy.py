@@ -1,9 +1,9 @@
 """Removal and keyed hashing of personal properties, and the IP address rule.
 
 `config` reads the rules from the environment. `handler` applies them to each
-event that the transform returns, before `events.normalise_event` checks the
-event, so a dropped value reaches neither Mixpanel, nor a log line, nor the
-`error_detail` of a dead letter.
+event that the transform returns, the IP rule through `events.encode_event`,
+before any check of the event, so a dropped value reaches neither Mixpanel,
+nor a log line, nor the `error_detail` of a dead letter.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class PropertyPrivacy:
 
     def __init__(self, rules: PrivacyRules) -> None:
         self._rules = rules
+        self._paths = bool(rules.drop_paths or rules.hash_paths)
         self._mac = None
         if rules.hash_paths:
             # The prepared HMAC is copied for each value, which saves hashing
@@ -105,21 +106,38 @@ class PropertyPrivacy:
         `properties` object is returned as it is, for `normalise_event` to
         reject.
         """
+        event = self.rewrite(event)
         if not isinstance(event, dict):
             return event
         properties = event.get("properties", {})
         if not isinstance(properties, dict):
             return event
+        properties = dict(properties)
+        self.set_ip(properties)
+        return {**event, "properties": properties}
 
+    def rewrite(self, event: Any) -> Any:
+        """Apply the drop and hash rules, and not the IP rule, as `apply` does.
+
+        Returns the event itself when no rule changes it, which saves a copy
+        of every event when none is configured. `events.encode_event` then
+        applies `set_ip` to its own copy of the properties.
+        """
+        if not self._paths or not isinstance(event, dict):
+            return event
+        original = event.get("properties", {})
+        if not isinstance(original, dict):
+            return event
+
+        properties = original
         for path in self._rules.drop_paths:
             properties = _rewrite(properties, path, _drop)
         for path in self._rules.hash_paths:
             is_identity = len(path) == 1 and path[0] in IDENTITY_PROPERTIES
             action = self.hash_identity if is_identity else self.hash_value
             properties = _rewrite(properties, path, action)
-
-        properties = dict(properties)
-        self._set_ip(properties)
+        if properties is original:
+            return event
         return {**event, "properties": properties}
 
     def hash_value(self, value: Any) -> Any:
@@ -150,7 +168,8 @@ class PropertyPrivacy:
             return value
         return self.hash_value(value)
 
-    def _set_ip(self, properties: dict[str, Any]) -> None:
+    def set_ip(self, properties: dict[str, Any]) -> None:
+        """Apply the IP rule to a dict of properties, in place."""
         if not self._rules.keep_ip:
             for name in IP_ALIASES:
                 properties.pop(name, None)
