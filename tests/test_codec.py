@@ -59,6 +59,21 @@ def test_loads_document_keeps_long_integer_beside_long_string():
     assert codec.loads_document(text)["attempt"] == 2**70
 
 
+def test_loads_document_of_large_body_holds_no_copy():
+    # The data of a message near Pub/Sub's 10 MB limit, as in a push body.
+    text = json.dumps({"message": {"data": "A" * (6 * 1024 * 1024)}})
+
+    tracemalloc.start()
+    try:
+        value = codec.loads_document(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(value["message"]["data"]) == 6 * 1024 * 1024
+    assert peak < 1.2 * len(text)
+
+
 def test_loads_keeps_long_integer_in_large_document():
     padding = "x" * (100 * 1024)
     text = json.dumps({"pad": padding, "big": 2**70, "small": -(2**63) - 1}).encode()
