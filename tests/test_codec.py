@@ -53,13 +53,13 @@ def test_loads_document_matches_json(text):
         assert _same(codec.loads_document(decoded), json.loads(text))
 
 
-def test_loads_document_keeps_long_integer_beside_long_string():
+def test_loads_document_long_integer_kept():
     text = json.dumps({"data": "x" * (100 * 1024), "attempt": 2**70})
 
     assert codec.loads_document(text)["attempt"] == 2**70
 
 
-def test_loads_document_of_large_body_holds_no_copy():
+def test_loads_document_large_body_not_copied():
     # The data of a message near Pub/Sub's 10 MB limit, as in a push body.
     text = json.dumps({"message": {"data": "A" * (6 * 1024 * 1024)}})
 

@@ -322,7 +322,7 @@ def test_long_digit_string_time_rejected():
     "properties",
     [{1: float("nan")}, {"nested": {2: float("inf")}}],
 )
-def test_key_that_is_not_text_still_checked(properties):
+def test_non_string_key_still_checked(properties):
     # A hook can leave such a key in the record it passes on.
     event = {"event": "signup", "properties": {"distinct_id": "u-1", **properties}}
 
@@ -332,7 +332,7 @@ def test_key_that_is_not_text_still_checked(properties):
     assert "NaN or Infinity" in caught.value.detail
 
 
-def test_adjust_changes_a_copy_before_the_checks():
+def test_adjust_runs_on_copy_first():
     original = _event(score=float("nan"))
     seen = []
 

@@ -143,7 +143,7 @@ def test_input_event_not_changed():
     assert original == before
 
 
-def test_rewrite_without_rules_returns_the_event_itself():
+def test_rewrite_without_rules_returns_event():
     original = event(ip="203.0.113.9")
 
     assert privacy().rewrite(original) is original

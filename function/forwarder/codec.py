@@ -38,7 +38,7 @@ _FULL_RUN = b"0" * _LONG_DIGIT_RUN
 # document is parsed first and its numbers checked, which costs less than a
 # scan of all its text when most of it is one long string.
 _MAX_SCANNED_BYTES = 64 * 1024
-# orjson holds a copy of a long string while it parses it, which for the
+# orjson keeps a copy of a long string while it parses it, which for the
 # data of a 10 MB message is 13 MB more at the peak of memory, and json reads
 # the text in place. loads_document leaves a larger document to json.
 _MAX_COPIED_BYTES = 4 * 1024 * 1024
@@ -93,7 +93,7 @@ def loads_document(data: bytes | bytearray | str) -> Any:
     """Parse a JSON document as `json.loads(data)` does, without a scan of it.
 
     Meant for a document of few values, such as a push request body whose
-    message data is one long string: its numbers are checked after the
+    message data is one long string. Its numbers are checked after the
     parse, which costs less than a scan of the text for long integers. A
     document above _MAX_COPIED_BYTES goes to `json.loads` at once.
 

@@ -103,8 +103,8 @@ def encode_event(
     which is what `batching.serialise_event` returns for the normalised
     event. The event is serialised once, for the size check and the body.
     `adjust`, if given, receives the event's own copy of its properties
-    before any check, and may change it in place: the handler passes the
-    IP rule of `privacy.PropertyPrivacy.set_ip`.
+    before any check, and may change it in place. The handler passes the
+    IP rule, `privacy.PropertyPrivacy.set_ip`.
 
     Raises:
         InvalidEvent: as `normalise_event` does.
