@@ -630,7 +630,8 @@ def _check_object(value: dict, path: str, depth: int) -> tuple[str, str] | None:
 def _check_value(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     """Check one property value; `depth` counts the objects and arrays around it.
 
-    A top-level property has depth 0, so {"a": {"b": {"c": 1}}} nests 3 levels.
+    A top-level property has depth 0, so a property whose value is
+    {"a": {"b": {"c": 1}}} nests 3 levels, the most that Mixpanel accepts.
     """
     if isinstance(value, str):
         if not _is_utf8(value):
