@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import re
+import uuid
 
 import pytest
 
@@ -346,3 +349,26 @@ def test_adjust_runs_on_copy_first():
     assert b"score" not in body
     assert "score" in original["properties"]
     assert insert_id == json.loads(body)["properties"]["$insert_id"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC),
+        uuid.UUID(int=7),
+        enum.Enum("Plan", "FREE PRO").PRO,
+        {"when": datetime.date(2026, 12, 4)},
+        [uuid.UUID(int=8)],
+    ],
+)
+def test_value_that_is_not_json_rejected(value):
+    # orjson would serialise these, and json.dumps, which derives a
+    # missing $insert_id, would not.
+    with_id = _event(extra=value)
+    without_id = _event(extra=value)
+    del without_id["properties"]["$insert_id"]
+
+    with pytest.raises(TypeError):
+        normalise_event(with_id, PUBLISH_MS)
+    with pytest.raises(TypeError):
+        normalise_event(without_id, PUBLISH_MS)

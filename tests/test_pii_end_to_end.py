@@ -382,20 +382,28 @@ def test_inhouse_untyped_record_dead_lettered(inhouse_server, mixpanel, pubsub):
     assert dead[0].data == b'{"user": "u-1842", "ts": 1764494130000}'
 
 
-# orjson writes a datetime as text, but no JSON library can write a set.
+# No JSON library writes a set. orjson writes a datetime as text, but json
+# does not, and the forwarder rejects both alike.
 NON_JSON_TRANSFORM = """
+import datetime
+
+
 def transform(record, context):
     if record.get("event") == "bad":
-        record["properties"]["tags"] = {"a", "b"}
+        record["properties"]["tags"] = {value}
         return [record]
     return record
 """
 
 
-def test_non_json_value_dead_letters_one_record(mixpanel, pubsub, tmp_path):
+@pytest.mark.parametrize(
+    "value", ['{"a", "b"}', "datetime.datetime(2026, 12, 4)"], ids=["set", "datetime"]
+)
+def test_non_json_value_dead_letters_one_record(mixpanel, pubsub, tmp_path, value):
     directory = tmp_path / "hooks"
     directory.mkdir()
-    (directory / "non_json_hook.py").write_text(NON_JSON_TRANSFORM, encoding="utf-8")
+    source = NON_JSON_TRANSFORM.replace("{value}", value)
+    (directory / "non_json_hook.py").write_text(source, encoding="utf-8")
     server = start(
         mixpanel, pubsub, directory, FORWARDER_TRANSFORM="non_json_hook:transform"
     )

@@ -142,13 +142,14 @@ def dumps(value: Any) -> bytes:
     """Serialise compactly as UTF-8, with non-ASCII characters unescaped.
 
     NaN and Infinity are written as `null`, because orjson does so, and the
-    caller rejects them first (`events.normalise_event` does). Integers
-    beyond 64 bits and keys that are not strings, which orjson rejects, are
-    written by `json.dumps`.
+    caller rejects them first (`events.normalise_event` does). So are
+    datetimes, UUIDs, enums and dataclasses, which orjson writes as JSON
+    values and `json.dumps` rejects. Integers beyond 64 bits and keys that
+    are not strings, which orjson rejects, are written by `json.dumps`.
 
     Raises:
         UnicodeEncodeError: a string contains a lone surrogate.
-        TypeError: a value is not JSON.
+        TypeError: a value that neither library writes, such as a set.
         ValueError: NaN or Infinity in a value that only `json.dumps` can
             write.
     """

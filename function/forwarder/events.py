@@ -444,6 +444,11 @@ def _check_value(value: Any, depth: int, path: str) -> None:
             elif kind is int or kind is bool or item is None:
                 continue
             _check_value(item, depth + 1, path)
+    elif value is not None and not isinstance(value, int):
+        # orjson would write a datetime, UUID, enum or dataclass as text where
+        # json.dumps raises, so such an event would be sent or not depending
+        # on whether its $insert_id had to be derived.
+        raise TypeError(f"'properties.{path}' is a {type(value).__name__}, not JSON")
 
 
 def _is_utf8(text: str) -> bool:

@@ -229,7 +229,7 @@ def _prepare_events(
                 continue
             except (TypeError, ValueError, OverflowError) as err:
                 # A hook that passes its record on can leave a value in it that
-                # JSON cannot hold, such as a set.
+                # JSON cannot hold, such as a datetime or a set.
                 detail = f"the event is not JSON: {type(err).__name__}"
                 add_failure(Failure(record.raw, ErrorCode.TRANSFORM_FAILED, detail))
                 continue
