@@ -359,6 +359,8 @@ def test_adjust_runs_on_copy_first():
         enum.Enum("Plan", "FREE PRO").PRO,
         {"when": datetime.date(2026, 12, 4)},
         [uuid.UUID(int=8)],
+        (float("nan"), 1.0),
+        {"nested": (1, 2)},
     ],
 )
 def test_value_that_is_not_json_rejected(value):
@@ -372,3 +374,14 @@ def test_value_that_is_not_json_rejected(value):
         normalise_event(with_id, PUBLISH_MS)
     with pytest.raises(TypeError):
         normalise_event(without_id, PUBLISH_MS)
+
+
+@pytest.mark.parametrize(
+    ("distinct_id", "shown"),
+    [(None, "null"), (True, "true"), (0, "0"), ([], "[]"), ("Anon", "'Anon'")],
+)
+def test_placeholder_id_shown_as_json(distinct_id, shown):
+    with pytest.raises(InvalidEvent) as caught:
+        normalise_event(_event(distinct_id=distinct_id), PUBLISH_MS)
+
+    assert caught.value.detail.startswith(f"'properties.distinct_id' {shown} is")

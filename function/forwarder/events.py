@@ -103,8 +103,8 @@ def encode_event(
     which is what `batching.serialise_event` returns for the normalised
     event. The event is serialised once, for the size check and the body.
     `adjust`, if given, receives the event's own copy of its properties
-    before any check, and may change it in place. The handler passes the
-    IP rule, `privacy.PropertyPrivacy.set_ip`.
+    before the checks of the properties, and may change it in place. The
+    handler passes the IP rule, `privacy.PropertyPrivacy.set_ip`.
 
     Raises:
         InvalidEvent: as `normalise_event` does.
@@ -276,10 +276,15 @@ def _check_identity(properties: dict[str, Any]) -> None:
         )
     distinct_id = properties["distinct_id"]
     if _is_placeholder(distinct_id):
+        # A string in quotes, anything else as JSON, such as null or true.
+        if isinstance(distinct_id, str):
+            rendered = repr(distinct_id[:64])
+        else:
+            rendered = json.dumps(distinct_id, default=str)[:64]
         raise InvalidEvent(
             ErrorCode.INVALID_EVENT,
-            f"'properties.distinct_id' {str(distinct_id)[:64]!r} is a placeholder "
-            "value that Mixpanel rejects",
+            f"'properties.distinct_id' {rendered} is a placeholder value that "
+            "Mixpanel rejects",
         )
 
 
@@ -445,9 +450,10 @@ def _check_value(value: Any, depth: int, path: str) -> None:
                 continue
             _check_value(item, depth + 1, path)
     elif value is not None and not isinstance(value, int):
-        # orjson would write a datetime, UUID, enum or dataclass as text where
-        # json.dumps raises, so such an event would be sent or not depending
-        # on whether its $insert_id had to be derived.
+        # Only JSON's own types are sent. orjson would also write a tuple,
+        # datetime, UUID, enum or dataclass, and json.dumps, which derives a
+        # missing $insert_id, raises on most of them, so such an event would
+        # otherwise be sent or not depending on its $insert_id.
         raise TypeError(f"'properties.{path}' is a {type(value).__name__}, not JSON")
 
 
