@@ -43,6 +43,19 @@ def test_single_event_over_cap_is_failure():
     assert failures[0].code == "too_large"
 
 
+def test_event_over_cap_only_with_brackets():
+    item = _items(1)[0]
+    limit = len(item.body) + 1
+
+    batches, failures = build_batches([item], 2000, limit)
+
+    assert batches == []
+    assert failures[0].detail == (
+        f"event is {limit - 1} bytes, {limit + 1} in a request of its own, above "
+        f"the request limit of {limit} bytes"
+    )
+
+
 def test_halves_cover_batch():
     batches, _ = build_batches(_items(5), 2000, 1024 * 1024)
     left, right = batches[0].halves()

@@ -94,8 +94,8 @@ def build_batches(
                 Failure(
                     item.record.raw,
                     ErrorCode.TOO_LARGE,
-                    f"event is {length} bytes, above the request limit of "
-                    f"{max_bytes} bytes",
+                    f"event is {length} bytes, {length + 2} in a request of its "
+                    f"own, above the request limit of {max_bytes} bytes",
                 )
             )
             continue
