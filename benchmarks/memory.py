@@ -1,6 +1,10 @@
 """Peak resident memory for one near-limit message, in a fresh process.
 
-Usage: python -m benchmarks.memory SINK_URL [--quick] [--function-dir DIR]
+Usage: python -m benchmarks.memory SINK_URL [--quick] [--array]
+       [--function-dir DIR]
+
+The message is newline-delimited JSON, or with --array the same events as
+one JSON array, which the function parses whole.
 
 The parent writes the push body to a file, so building the workload does not
 count. The child imports `function/main.py` with a configuration that sends
@@ -38,6 +42,11 @@ def main(argv: list[str]) -> int:
         "--quick", action="store_true", help="a 1 MB message, to check that all works"
     )
     parser.add_argument(
+        "--array",
+        action="store_true",
+        help="send the events as one JSON array instead of one per line",
+    )
+    parser.add_argument(
         "--function-dir",
         type=Path,
         default=DEFAULT_FUNCTION_DIR,
@@ -49,6 +58,8 @@ def main(argv: list[str]) -> int:
 
     limit = workloads.QUICK_MESSAGE_BYTES if args.quick else None
     data = workloads.near_limit_data(limit)
+    if args.array:
+        data = b"[" + data.replace(b"\n", b",") + b"]"
     with tempfile.NamedTemporaryFile(delete=False, suffix=".json") as handle:
         handle.write(workloads.push_body(data))
         body_path = Path(handle.name)

@@ -335,7 +335,9 @@ def cold_start(repeat: int, function_dir: Path) -> dict:
     }
 
 
-def peak_memory(sink: Sink, quick: bool, function_dir: Path) -> dict:
+def peak_memory(
+    sink: Sink, quick: bool, function_dir: Path, array: bool = False
+) -> dict:
     """Peak resident memory for the near-limit message, above the baseline."""
     command = [
         sys.executable,
@@ -347,6 +349,8 @@ def peak_memory(sink: Sink, quick: bool, function_dir: Path) -> dict:
     ]
     if quick:
         command.append("--quick")
+    if array:
+        command.append("--array")
     output = subprocess.run(
         command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300
     ).stdout
@@ -410,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             "gzip_levels": gzip_levels(shapes["realistic_2000"], max(repeat, 5)),
             "cold_start": cold_start(3 if args.quick else 21, function_dir),
             "peak_memory": peak_memory(sink, args.quick, function_dir),
+            "peak_memory_array": peak_memory(
+                sink, args.quick, function_dir, array=True
+            ),
             "load_average_after": _machine_load(),
         }
     finally:

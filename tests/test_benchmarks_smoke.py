@@ -96,14 +96,22 @@ def test_cold_start_beside_requests(figures):
     _assert_summary(result["ratio"], "cold_start.ratio")
 
 
-def test_peak_memory_measured(figures):
-    result = figures["peak_memory"]
+@pytest.mark.parametrize("shape", ["peak_memory", "peak_memory_array"])
+def test_peak_memory_measured(figures, shape):
+    result = figures[shape]
 
     assert result["status"] == 200
     assert result["message_bytes"] > 0
     assert result["body_bytes"] > result["message_bytes"]
     assert result["peak_above_baseline_bytes"] > 0
     assert result["ratio_to_message"] > 0
+
+
+def test_array_message_same_events(figures):
+    # The same lines joined by commas, inside brackets.
+    lines = figures["peak_memory"]["message_bytes"]
+
+    assert figures["peak_memory_array"]["message_bytes"] == lines + 2
 
 
 def test_breakdown_gives_every_row():
