@@ -120,6 +120,24 @@ def test_loads_deeper_than_orjson_left_to_json():
         assert codec.loads(text) == expected
 
 
+# A caller may claim digits_checked only for text without 19 digits in a row.
+WITHOUT_LONG_DIGITS = [
+    text for text in ORJSON_DIFFERS if not codec.has_long_digit_run(text)
+]
+
+
+@pytest.mark.parametrize("text", [*WITHOUT_LONG_DIGITS, b'[{"a": 1}, {"b": [2]}]'])
+def test_loads_text_digits_checked_matches_json(text):
+    try:
+        expected = json.loads(text.decode("utf-8", "surrogatepass"))
+    except ValueError:
+        with pytest.raises(ValueError):
+            codec.loads_text(text, digits_checked=True)
+        return
+
+    assert _same(codec.loads_text(text, digits_checked=True), expected)
+
+
 def test_loads_digits_checked_skips_scan():
     line = b'{"n": 12345}'
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from forwarder.records import RecordStream, decode_records
 
 
@@ -94,6 +96,25 @@ def test_surrogate_array_element_raw_escaped():
     assert failures == []
     assert records[0].raw == b'{"a":"\\ud800"}'
     assert json.loads(records[0].raw) == records[0].value
+
+
+@pytest.mark.parametrize(
+    ("element", "raw"),
+    [
+        (b'{"a": NaN, "b": null}', b'{"a":NaN,"b":null}'),
+        (b'{"a": [Infinity, 1]}', b'{"a":[Infinity,1]}'),
+        (
+            b'{"id": 123456789012345678901234567890}',
+            b'{"id":123456789012345678901234567890}',
+        ),
+        (b'{"a": "\\u00e9t\\u00e9", "n": 1.5}', '{"a":"été","n":1.5}'.encode()),
+    ],
+)
+def test_array_element_raw_parses_back(element, raw):
+    records, _ = decode_records(_b64(b"[" + element + b", {}]"))
+
+    assert records[0].raw == raw
+    assert repr(json.loads(records[0].raw)) == repr(records[0].value)
 
 
 def test_pretty_object_raw_on_one_line():

@@ -227,7 +227,7 @@ def _records(payload: bytes, failures: list[Failure]) -> Iterator[Record]:
     if _NOT_SPACE.search(payload, end) is not None:
         value = _parse_line(line, digits_checked)
     if value is _NOT_PARSED or isinstance(value, Failure):
-        whole = _parse_whole(payload)
+        whole = _parse_whole(payload, digits_checked)
         if isinstance(whole, list):
             # NOTE: data that is one JSON array is parsed whole, so all its
             # events are in memory at once, and each is serialised again with
@@ -303,10 +303,10 @@ def _parse_line(line: bytes, digits_checked: bool) -> Any:
         )
 
 
-def _parse_whole(payload: bytes) -> Any | None:
+def _parse_whole(payload: bytes, digits_checked: bool) -> Any | None:
     """Return the data parsed as one JSON document, or None if it is several."""
     try:
-        return codec.loads_text(payload)
+        return codec.loads_text(payload, digits_checked=digits_checked)
     except (ValueError, RecursionError):
         return None
 
@@ -330,8 +330,18 @@ def _expand(values: list[Any], start: int) -> Iterator[Record]:
 
 
 def _serialise(value: Any) -> bytes:
-    # The standard library writes NaN and Infinity, which such a value may
-    # hold, back as the literals it parsed them from.
+    # orjson writes NaN and Infinity, which such a value may hold, as null,
+    # and the standard library writes them back as the literals it parsed
+    # them from. So text with a null, or that orjson cannot write, goes to
+    # the standard library, which took 10 times as long for a 550-byte event
+    # (timeit, 7.2 against 0.7 µs).
+    try:
+        fast = codec.dumps(value)
+    except ValueError:
+        # UnicodeEncodeError, for a lone surrogate, is a ValueError.
+        fast = None
+    if fast is not None and b"null" not in fast:
+        return fast
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     try:
         return text.encode()
