@@ -154,13 +154,14 @@ def dumps(value: Any) -> bytes:
     NaN and Infinity are written as `null`, because orjson does so, and the
     caller rejects them first (`events.normalise_event` does). The caller
     also rejects values that are not JSON but that orjson writes, such as
-    tuples, datetimes, UUIDs, enums and dataclasses. Integers beyond 64 bits
-    and keys that are not strings, which orjson rejects, are written by
-    `json.dumps`.
+    tuples, datetimes, UUIDs, enums and dataclasses. Integers beyond 64 bits,
+    which orjson rejects, are written by `json.dumps`.
 
     Raises:
         UnicodeEncodeError: a string contains a lone surrogate.
-        TypeError: a value that neither library writes, such as a set.
+        TypeError: a value that neither library writes, such as a set, or a
+            key that is not a string, which `json.dumps` would turn into one
+            and so could make two keys alike.
         ValueError: NaN or Infinity in a value that only `json.dumps` can
             write.
     """
@@ -174,9 +175,25 @@ def dumps(value: Any) -> bytes:
         # times larger (4 KiB or more for a 500-byte event), and events are
         # kept until their batch is sent. A copy has the exact size.
         return memoryview(text).tobytes()
+    if _has_key_not_text(value):
+        raise TypeError("a key is not a string, which JSON requires")
     return json.dumps(
         value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
     ).encode()
+
+
+def _has_key_not_text(value: Any) -> bool:
+    # Iterative, like _has_large_float. It runs only where orjson failed.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
 
 
 _FAILED = object()
