@@ -385,3 +385,18 @@ def test_placeholder_id_shown_as_json(distinct_id, shown):
         normalise_event(_event(distinct_id=distinct_id), PUBLISH_MS)
 
     assert caught.value.detail.startswith(f"'properties.distinct_id' {shown} is")
+
+
+@pytest.mark.parametrize(
+    "tags", [{1: "a", "b": 2}, {1: "a", "1": "b"}, {None: 1}, [{2: "x"}]]
+)
+def test_key_not_text_rejected_alike(tags):
+    # json.dumps would write 1 as "1", which can collide with a key "1".
+    with_id = _event(tags=tags)
+    without_id = _event(tags=tags)
+    del without_id["properties"]["$insert_id"]
+
+    with pytest.raises(TypeError):
+        encode_event(with_id, PUBLISH_MS)
+    with pytest.raises(TypeError):
+        encode_event(without_id, PUBLISH_MS)

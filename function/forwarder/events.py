@@ -454,7 +454,8 @@ def _check_value(value: Any, depth: int, path: str) -> None:
         # datetime, UUID, enum or dataclass, and json.dumps, which derives a
         # missing $insert_id, raises on most of them, so such an event would
         # otherwise be sent or not depending on its $insert_id.
-        raise TypeError(f"'properties.{path}' is a {type(value).__name__}, not JSON")
+        kind = type(value).__name__
+        raise TypeError(f"'properties.{path}' is of type {kind}, which is not JSON")
 
 
 def _is_utf8(text: str) -> bool:
