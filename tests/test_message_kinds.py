@@ -212,6 +212,24 @@ def test_deeply_nested_line_is_invalid_json(forwarder, mixpanel, pubsub):
     assert dead[0].attributes["error"] == "invalid_json"
 
 
+def test_array_element_nested_1000_levels_dead_lettered(forwarder, mixpanel, pubsub):
+    # orjson parses it, and writing it back needs a raised recursion limit,
+    # as would json.loads on Python 3.11, so the test builds the text itself.
+    deep = "[" * 1000 + "]" * 1000
+    compact = json.dumps(make_event(1), separators=(",", ":"))
+    event = compact.replace('"properties":{', '"properties":{"deep":' + deep + ",", 1)
+    data = f"[{json.dumps(make_event(0))}, {event}]".encode()
+
+    response = forwarder.push(envelope_for(data))
+
+    assert response.status_code == 200, response.text
+    assert stored_insert_ids(mixpanel) == ["id-0"]
+    dead = pubsub.published(DEAD_LETTER_TOPIC)
+    assert len(dead) == 1
+    assert dead[0].attributes["error"] == "invalid_event"
+    assert dead[0].data == event.encode()
+
+
 # Messages of events
 
 

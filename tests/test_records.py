@@ -185,3 +185,14 @@ def test_stream_first_line_alone_then_document():
     records = list(RecordStream(_b64(b'[\n{"a": 1},\n{"b": 2}\n]')))
 
     assert [record.value for record in records] == [{"a": 1}, {"b": 2}]
+
+
+def test_array_element_nested_1000_levels_kept():
+    # orjson parses this, and json.dumps needs more than Python 3.11's
+    # default recursion limit to write it back.
+    deep = b"[" * 1000 + b"]" * 1000
+    records, failures = decode_records(_b64(b"[" + deep + b", {}]"))
+
+    assert failures == []
+    assert records[0].raw == deep
+    assert len(records) == 2

@@ -7,6 +7,8 @@ import binascii
 import codecs
 import json
 import re
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -330,7 +332,28 @@ def _expand(values: list[Any], start: int) -> Iterator[Record]:
         yield Record(start + offset, _serialise(item), item)
 
 
+# orjson parses up to 1,024 levels of nesting, and on Python 3.11 json.dumps
+# writes only as deep as the recursion limit (1,000 by default) allows. A
+# value between the two is written again with the limit raised by this much.
+_EXTRA_RECURSION = 1100
+_recursion_lock = threading.Lock()
+
+
 def _serialise(value: Any) -> bytes:
+    try:
+        return _serialise_once(value)
+    except RecursionError:
+        pass
+    with _recursion_lock:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + _EXTRA_RECURSION)
+        try:
+            return _serialise_once(value)
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+def _serialise_once(value: Any) -> bytes:
     # orjson writes NaN and Infinity, which such a value may hold, as null,
     # and the standard library writes them back as the literals it parsed
     # them from. So text with a null, or that orjson cannot write, goes to
