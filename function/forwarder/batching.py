@@ -79,8 +79,8 @@ def build_batches(
 ) -> tuple[list[Batch], list[Failure]]:
     """Group items in order into batches within both limits.
 
-    An item that alone exceeds `max_bytes` cannot be sent and is returned as
-    a failure instead.
+    An item whose request alone, with the array's brackets, exceeds
+    `max_bytes` cannot be sent and is returned as a failure instead.
     """
     batches: list[Batch] = []
     failures: list[Failure] = []
