@@ -83,7 +83,6 @@ def main(argv: list[str]) -> int:
     try:
         completed = subprocess.run(
             [sys.executable, "-c", code],
-            check=True,
             capture_output=True,
             text=True,
             env=env,
@@ -92,6 +91,9 @@ def main(argv: list[str]) -> int:
         )
     finally:
         body_path.unlink()
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stderr)
+        return completed.returncode
     print(completed.stdout.strip())
     return 0
 

@@ -351,10 +351,15 @@ def peak_memory(
         command.append("--quick")
     if array:
         command.append("--array")
-    output = subprocess.run(
-        command, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300
-    ).stdout
-    return json.loads(output)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"benchmarks.memory failed with exit status {completed.returncode}:\n"
+            f"{completed.stderr}"
+        )
+    return json.loads(completed.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
