@@ -19,6 +19,7 @@ a document that orjson finds too deep goes to it, so the two agree.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -182,20 +183,6 @@ def dumps(value: Any) -> bytes:
     ).encode()
 
 
-def _has_key_not_text(value: Any) -> bool:
-    # Iterative, like _has_large_float. It runs only where orjson failed.
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            if not all(isinstance(key, str) for key in item):
-                return True
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            pending.extend(item)
-    return False
-
-
 _FAILED = object()
 
 
@@ -214,15 +201,30 @@ def _loads_checking_numbers(data: bytes) -> Any:
 
 
 def _has_large_float(value: Any) -> bool:
-    # Iterative, because orjson accepts nesting deeper than the stack allows.
+    return any(
+        isinstance(item, float) and not -_INT64_LIMIT < item < _INT64_LIMIT
+        for item in _nodes(value)
+    )
+
+
+def _has_key_not_text(value: Any) -> bool:
+    # It runs only where orjson failed to serialise the value.
+    return any(
+        isinstance(item, dict) and not all(isinstance(key, str) for key in item)
+        for item in _nodes(value)
+    )
+
+
+def _nodes(value: Any) -> Iterator[Any]:
+    """Yield the value and everything inside it, in no particular order.
+
+    Iterative, because orjson accepts nesting deeper than the stack allows.
+    """
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, float):
-            if not -_INT64_LIMIT < item < _INT64_LIMIT:
-                return True
-        elif isinstance(item, dict):
+        yield item
+        if isinstance(item, dict):
             pending.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             pending.extend(item)
-    return False

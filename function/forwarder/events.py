@@ -349,10 +349,18 @@ def _plainly_valid(properties: dict[str, Any]) -> bool:
 
     False means that `_check_values` must decide. Strings and keys are not
     looked at, because serialising the event fails on a lone surrogate, and
-    `_normalise` then runs `_check_values`. The loop is written out inline,
-    because it runs for every value of every event.
+    `_normalise` then runs `_check_values`.
     """
-    for value in properties.values():
+    return _plainly_valid_values(properties.values(), 1)
+
+
+def _plainly_valid_values(values: Any, depth: int) -> bool:
+    """`_plainly_valid` for values at `depth`, 1 for those of `properties`.
+
+    The loop is written out inline, because it runs for every value of every
+    event.
+    """
+    for value in values:
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
             continue
@@ -360,37 +368,15 @@ def _plainly_valid(properties: dict[str, Any]) -> bool:
             # Infinity minus itself is NaN, and NaN is unequal to everything.
             if value - value != 0.0:
                 return False
-        elif kind is dict:
-            if not _plainly_valid_container(value.values(), 2):
-                return False
-        elif kind is list:
-            if len(value) > MAX_ARRAY_LENGTH:
-                return False
-            if not _plainly_valid_container(value, 2):
-                return False
-        else:
-            return False
-    return True
-
-
-def _plainly_valid_container(values: Any, depth: int) -> bool:
-    """`_plainly_valid` for the values of a nested object or array at `depth`."""
-    for value in values:
-        kind = type(value)
-        if kind is str or kind is int or kind is bool or value is None:
-            continue
-        if kind is float:
-            if value - value != 0.0:
-                return False
         elif depth > MAX_NESTING_DEPTH:
             return False
         elif kind is dict:
-            if not _plainly_valid_container(value.values(), depth + 1):
+            if not _plainly_valid_values(value.values(), depth + 1):
                 return False
         elif kind is list:
             if len(value) > MAX_ARRAY_LENGTH:
                 return False
-            if not _plainly_valid_container(value, depth + 1):
+            if not _plainly_valid_values(value, depth + 1):
                 return False
         else:
             return False
