@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         forwarder = run.Forwarder(sink)
 
         def floor() -> None:
-            run.run_floor(body, codec.LIBRARY, mixpanel.GZIP_LEVEL, mixpanel.GZIP_WBITS)
+            run.run_floor(
+                body,
+                codec.LIBRARY,
+                mixpanel.GZIP_LEVEL,
+                mixpanel.GZIP_WBITS,
+                codec.LINE_LOADS,
+            )
 
         def measure(label: str) -> None:
             forwarder(body)
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         measure("without the transform hook and PII rules")
         events._plainly_valid = lambda properties: True
         measure("and without the checks of property values")
-        handler.encode_event = lambda value, publish_ms, now_ms, adjust: (
+        handler.encode_event = lambda value, publish_ms, now_ms, *rules: (
             value["properties"]["$insert_id"],
             codec.dumps(value),
         )

@@ -192,3 +192,72 @@ def test_dumps_result_has_exact_size():
         tracemalloc.stop()
 
     assert used < len(bodies) * (len(bodies[0]) + 200)
+
+
+# The parse that checks an event's property values as it reads them.
+
+
+def _nested(kinds: str, leaf):
+    """`leaf` inside one container per letter of `kinds`, l for a list and
+    o for an object, the first letter outermost."""
+    for kind in reversed(kinds):
+        leaf = [leaf] if kind == "l" else {"k": leaf}
+    return leaf
+
+
+def _event_line(value) -> bytes:
+    return json.dumps({"event": "e", "properties": {"p": value}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "within"),
+    [
+        (_nested("ooo", 1), True),
+        (_nested("lll", "x"), True),
+        (_nested("olo", None), True),
+        (_nested("oooo", 1), False),
+        (_nested("llll", 1), False),
+        (_nested("lolo", 1), False),
+        (_nested("ooo", {}), False),
+        (_nested("oo", ["a"] * 254), True),
+        (_nested("oo", ["a"] * 255), False),
+        (["a"] * 254, True),
+        (["a"] * 255, False),
+        (1.5, True),
+        (10**30, True),
+    ],
+)
+def test_loads_event_checks_nesting_and_array_length(value, within):
+    line = _event_line(value)
+
+    parsed, checked = codec.loads_event(line)
+
+    assert _same(parsed, json.loads(line))
+    assert checked is within
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"event": "e", "properties": {"p": NaN}}',
+        b'{"event": "e", "properties": {"p": -Infinity}}',
+        b'{"event": "e", "properties": {"p": 1e400}}',
+        b'{"event": "e", "properties": {"p": "\\ud800"}}',
+        b'{"event": "e", "properties": {"\\udc00": 1}}',
+        b'{"event": "\\ud800", "properties": {}}',
+        b'{"event": "e", "properties": {}, "extra": [1]}',
+        b'{"event": 1, "properties": {}}',
+        b'[{"event": "e"}]',
+        b'"e"',
+    ],
+)
+def test_loads_event_leaves_the_rest_unchecked(line):
+    parsed, checked = codec.loads_event(line)
+
+    assert _same(parsed, json.loads(line))
+    assert checked is False
+
+
+def test_loads_event_error_is_json_error():
+    with pytest.raises(json.JSONDecodeError):
+        codec.loads_event(b'{"event": "e",')

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from unittest import mock
@@ -17,18 +18,29 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder import deadletter
+import transform as default_transform
+from forwarder import codec, deadletter, handler
 from forwarder.batching import Item, build_batches, serialise_event
+from forwarder.config import load_settings
 from forwarder.deadletter import build_dead_letters
 from forwarder.envelope import PushMessage
 from forwarder.errors import InvalidEvent
 from forwarder.events import (
     FUTURE_ALLOWANCE_MS,
+    MAX_ARRAY_LENGTH,
+    MAX_NESTING_DEPTH,
     MIN_TIME_MS,
     PLACEHOLDER_IDS,
     normalise_event,
 )
-from forwarder.records import ErrorCode, Failure, Record, decode_records
+from forwarder.hook import passes_records_on
+from forwarder.records import (
+    ErrorCode,
+    Failure,
+    Record,
+    RecordStream,
+    decode_records,
+)
 from local.mixpanel_standin import _find_event_problem
 
 PUBLISH_MS = 1764583200123  # 2025-12-01T10:00:00.123Z
@@ -422,3 +434,178 @@ def test_dead_letters_fit_and_keep_every_line(failures, attributes):
         detail = deadletter.truncate_utf8(failure.detail, deadletter.MAX_DETAIL_BYTES)
         expected.setdefault((failure.code, detail), []).append(failure.raw)
     assert {key: _reassemble(messages) for key, messages in groups.items()} == expected
+
+
+# The parse that checks property values, and the handler's use of it
+
+# Values nested past Mixpanel's limit, and arrays at either side of its
+# length limit, which `json_values` seldom reaches.
+deep_values = st.recursive(
+    leaves,
+    lambda children: (
+        st.lists(children, max_size=2) | st.dictionaries(texts, children, max_size=2)
+    ),
+    max_leaves=10,
+)
+edge_arrays = st.integers(MAX_ARRAY_LENGTH - 1, MAX_ARRAY_LENGTH + 2).map(
+    lambda length: ["a"] * length
+)
+
+
+def _nest(leaf, kinds: list[bool]):
+    for in_list in kinds:
+        leaf = [leaf] if in_list else {"k": leaf}
+    return leaf
+
+
+# A leaf inside lists and objects, from 1 to 6 levels, at either side of the
+# nesting limit.
+chains = st.builds(
+    _nest,
+    leaves | edge_arrays,
+    st.lists(st.booleans(), min_size=1, max_size=MAX_NESTING_DEPTH + 3),
+)
+# json.dumps writes lone surrogates as escapes and non-finite floats as the
+# NaN and Infinity literals that json.loads accepts.
+event_lines = (events(values=deep_values | chains | finite_values) | json_values).map(
+    lambda value: json.dumps(value).encode()
+)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _within_limits(value, depth: int) -> bool:
+    if isinstance(value, str):
+        return _encodable(value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if value is None or isinstance(value, int):
+        return True
+    if depth > MAX_NESTING_DEPTH:
+        return False
+    if isinstance(value, list):
+        return len(value) <= MAX_ARRAY_LENGTH and all(
+            _within_limits(item, depth + 1) for item in value
+        )
+    return all(
+        _encodable(key) and _within_limits(item, depth + 1)
+        for key, item in value.items()
+    )
+
+
+def _checked_shape(value) -> bool:
+    """An object of strings and of objects whose values are within limits."""
+    if not isinstance(value, dict):
+        return False
+    for key, item in value.items():
+        if not _encodable(key):
+            return False
+        if isinstance(item, str):
+            if not _encodable(item):
+                return False
+        elif isinstance(item, dict):
+            if not all(
+                _encodable(name) and _within_limits(inner, 1)
+                for name, inner in item.items()
+            ):
+                return False
+        else:
+            return False
+    return True
+
+
+@SETTINGS
+@given(event_lines)
+def test_checked_parse_matches_json(line):
+    value, checked = codec.loads_event(line)
+
+    expected = json.loads(line)
+    # The text keeps types, key order, NaN and the sign of zero apart.
+    assert json.dumps(value) == json.dumps(expected)
+    assert checked == _checked_shape(expected)
+
+
+PREPARE_ENV = {
+    "MIXPANEL_PROJECT_TOKEN": "token-for-tests",
+    "DEAD_LETTER_TOPIC": "projects/p/topics/dead",
+}
+PII_ENV = {
+    **PREPARE_ENV,
+    "PII_DROP_PROPERTIES": "email,a.b",
+    "PII_HASH_PROPERTIES": "distinct_id,tags",
+    "PII_HASH_KEY": "5" * 64,
+}
+# Names that the PII rules above list, so that they find something to do.
+rule_names = st.sampled_from(["email", "a", "b", "distinct_id", "tags", "x"])
+
+
+def _prepared(lines: list[bytes], transform, env: dict):
+    data = base64.b64encode(b"\n".join(lines)).decode()
+    message = PushMessage(
+        message_id="1000000000000001",
+        publish_time_ms=PUBLISH_MS,
+        publish_time="2025-12-01T10:00:00.123Z",
+        subscription="projects/p/subscriptions/s",
+        data=data,
+    )
+    prepared = handler._prepare_events(
+        RecordStream(data), message, load_settings(env), transform
+    )
+    items = [(item.record.index, item.insert_id, item.body) for item in prepared.items]
+    return items, prepared.failures
+
+
+@SETTINGS
+@given(
+    st.lists(
+        events(
+            identities=plain_ids,
+            values=chains | deep_values | finite_values,
+            names=rule_names,
+            time_values=valid_times,
+        ).map(lambda value: json.dumps(value).encode())
+        | event_lines,
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([PREPARE_ENV, PII_ENV]),
+)
+def test_default_hook_skipped_with_same_result(lines, env):
+    # The default hook is not called, and the parse's check stands for the
+    # checks of property values. A hook that also returns the record, after
+    # reading the context, is called, and its records are checked in full.
+    def returns_record(record, context):
+        assert context.message_id
+        return record
+
+    assert passes_records_on(default_transform.transform)
+    assert not passes_records_on(returns_record)
+    fast = _prepared(lines, default_transform.transform, env)
+    slow = _prepared(lines, returns_record, env)
+
+    assert fast == slow
+
+
+def _nan_in_place(record, context):
+    record["properties"]["ratio"] = float("nan")
+    return record
+
+
+def test_hook_changing_record_in_place_is_checked():
+    line = json.dumps(
+        {"event": "e", "properties": {"distinct_id": "u-1", "time": MIN_SECONDS}}
+    ).encode()
+
+    items, failures = _prepared([line], _nan_in_place, PREPARE_ENV)
+
+    assert items == []
+    assert [(failure.raw, failure.code) for failure in failures] == [
+        (line, ErrorCode.INVALID_EVENT)
+    ]
+    assert "NaN" in failures[0].detail

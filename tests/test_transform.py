@@ -519,3 +519,48 @@ def test_system_exit_in_hook_is_failure():
         run_transform(exit_hook, RECORD, CONTEXT)
 
     assert caught.value.code == ErrorCode.TRANSFORM_FAILED
+
+
+# The hook that the handler need not call.
+
+
+class _CallableHook:
+    def __call__(self, record, context):
+        return record
+
+
+class _HookHolder:
+    def hook(self, record, context=None):
+        return self
+
+
+def _documented(record, context):
+    """Pass the record on."""
+    return record
+
+
+def _changes_in_place(record, context):
+    record["properties"]["seen"] = True
+    return record
+
+
+def _returns_context(record, context):
+    return context
+
+
+@pytest.mark.parametrize(
+    ("transform", "passes_on"),
+    [
+        (default_transform.transform, True),
+        (lambda record, context: record, True),
+        (_documented, True),
+        (_changes_in_place, False),
+        (_returns_context, False),
+        (lambda record, context: [record], False),
+        (_CallableHook(), False),
+        (_HookHolder().hook, False),
+        (inhouse.transform, False),
+    ],
+)
+def test_passes_records_on_only_for_return_record(transform, passes_on):
+    assert hook.passes_records_on(transform) is passes_on

@@ -20,13 +20,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
-NAME = f"orjson {orjson.__version__}"
-# The library itself, for the benchmark that compares the forwarder with it.
+NAME = f"orjson {orjson.__version__}, msgspec {msgspec.__version__}"
+# The library that serialises, for the benchmark that compares the forwarder
+# with it, and the plain parse of the library that reads event lines.
 LIBRARY = orjson
+LINE_LOADS = msgspec.json.Decoder().decode
+
+# Mixpanel's limits on property values, which `loads_event` checks as it
+# parses: containers nest at most this deep below `properties`, and an array
+# holds at most this many elements.
+MAX_NESTING_DEPTH = 3
+MAX_ARRAY_LENGTH = 254
 
 # The shortest integer literal that orjson reads as a float has 19 digits
 # (-9223372036854775809), so text without 19 digits in a row has none.
@@ -120,6 +129,47 @@ def loads_document(data: bytes | bytearray | str) -> Any:
     if _has_large_float(value):
         return json.loads(data)
     return value
+
+
+def _event_type(max_depth: int, max_length: int) -> Any:
+    """The type of an event whose property values are within the limits.
+
+    Property values are JSON values whose containers nest at most
+    `max_depth` levels, with at most `max_length` elements in each array.
+    The top level is an object of strings and objects, which admits every
+    event that `events.normalise_event` may accept and some that it rejects.
+    """
+    scalar = str | int | float | bool | None
+    bounded = msgspec.Meta(max_length=max_length)
+    value: Any = scalar
+    for _ in range(max_depth):
+        value = scalar | Annotated[list[value], bounded] | dict[str, value]
+    return dict[str, str | dict[str, value]]
+
+
+_decode_event = msgspec.json.Decoder(
+    _event_type(MAX_NESTING_DEPTH, MAX_ARRAY_LENGTH)
+).decode
+
+
+def loads_event(data: bytes, *, digits_checked: bool = False) -> tuple[Any, bool]:
+    """Parse one JSON document as `loads` does, and check it as an event.
+
+    Returns the value and whether it is an object of strings and objects
+    whose property values keep within MAX_NESTING_DEPTH and
+    MAX_ARRAY_LENGTH. Such a value holds only JSON's own types, finite
+    floats and strings without lone surrogates, because msgspec accepts no
+    NaN, Infinity, overflowing number or lone surrogate escape. Its integers
+    are exact, as `json.loads` reads them. A document that the check refuses
+    is parsed by `loads`, with `digits_checked` as there.
+
+    Raises:
+        ValueError, RecursionError: as for `loads`.
+    """
+    try:
+        return _decode_event(data), True
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return loads(data, digits_checked=digits_checked), False
 
 
 def has_long_digit_run(data: bytes) -> bool:

@@ -31,6 +31,7 @@ _MILLISECONDS_FROM = 100_000_000_000
 # older than 5 years. The local minimum is 1e11 ms (1973-03-03T09:46:40Z),
 # because an earlier time sent in milliseconds would be read as seconds.
 MIN_TIME_MS = _MILLISECONDS_FROM
+_MIN_SECONDS = MIN_TIME_MS // 1000
 # Strict mode also rejects times in the future. The local check allows this
 # much clock skew between this function and Mixpanel. An event up to this far
 # ahead is sent for Mixpanel to decide, and one further ahead is dead-lettered
@@ -68,8 +69,9 @@ _PLACEHOLDER_LENGTHS = frozenset(len(text) for text in PLACEHOLDER_IDS)
 
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_PROPERTIES = 254
-MAX_ARRAY_LENGTH = 254
-MAX_NESTING_DEPTH = 3
+# `codec.loads_event` checks property values against these as it parses.
+MAX_ARRAY_LENGTH = codec.MAX_ARRAY_LENGTH
+MAX_NESTING_DEPTH = codec.MAX_NESTING_DEPTH
 
 _NOT_UTF8 = "{where} is not valid UTF-8: it contains a lone surrogate escape"
 _EVENT_KEYS = frozenset({"event", "properties"})
@@ -96,6 +98,7 @@ def encode_event(
     publish_time_ms: int,
     now_ms: int | None = None,
     adjust: Callable[[dict[str, Any]], None] | None = None,
+    parsed: bool = False,
 ) -> tuple[str, bytes]:
     """Normalise an event as `normalise_event` does and serialise it.
 
@@ -105,11 +108,16 @@ def encode_event(
     `adjust`, if given, receives the event's own copy of its properties
     before the checks of the properties, and may change it in place. The
     handler passes the IP rule, `privacy.PropertyPrivacy.set_ip`.
+    `parsed` states that the value is the forwarder's own parse of a record,
+    which `codec.loads_event` found within the limits on property values,
+    and that only strings have been put in place of values since. Its
+    properties are then changed in place instead of copied, and their values
+    are not checked again.
 
     Raises:
         InvalidEvent: as `normalise_event` does.
     """
-    event, body = _normalise(value, publish_time_ms, now_ms, adjust)
+    event, body = _normalise(value, publish_time_ms, now_ms, adjust, parsed)
     return event["properties"]["$insert_id"], body
 
 
@@ -118,6 +126,7 @@ def _normalise(
     publish_time_ms: int,
     now_ms: int | None,
     adjust: Callable[[dict[str, Any]], None] | None = None,
+    parsed: bool = False,
 ) -> tuple[dict[str, Any], bytes]:
     # Each check tests the common case first, in line, because this runs
     # for every event, and calls a helper only for the rest.
@@ -145,10 +154,16 @@ def _normalise(
             f"'properties' is a JSON {_json_type(properties)}, expected an object",
         )
 
-    properties = dict(properties)
+    if not parsed:
+        properties = dict(properties)
     if adjust is not None:
         adjust(properties)
-    time_ms = _time_ms(properties.get("time"), publish_time_ms)
+    time_ms = properties.get("time")
+    # Whole seconds after 1973 are the common case.
+    if type(time_ms) is int and _MIN_SECONDS <= time_ms < _MILLISECONDS_FROM:
+        time_ms *= 1000
+    else:
+        time_ms = _time_ms(time_ms, publish_time_ms)
     properties["time"] = time_ms
     if now_ms is None:
         now_ms = int(time.time() * 1000)
@@ -164,7 +179,7 @@ def _normalise(
     # The values are checked before the insert id is derived from them,
     # because hashing needs them to be encodable JSON. The quick test passes
     # most events, and the full check finds the first problem of the rest.
-    if not _plainly_valid(properties):
+    if not parsed and not _plainly_valid(properties):
         _check_values(properties)
     current = properties.get("$insert_id")
     if (

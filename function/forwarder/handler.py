@@ -34,7 +34,13 @@ from .errors import (
     UnexpectedResponse,
 )
 from .events import encode_event
-from .hook import Transform, context_for, load_transform, run_transform
+from .hook import (
+    Transform,
+    context_for,
+    load_transform,
+    passes_records_on,
+    run_transform,
+)
 from .mixpanel import MixpanelClient
 from .privacy import PropertyPrivacy
 from .pubsub import Publisher
@@ -89,7 +95,7 @@ def handle_push(body: bytes | str, settings: Settings | None = None) -> Reply:
     # The body and the base64 text are each larger than the message data, so
     # neither is kept while the events are forwarded.
     del body
-    records = RecordStream(message.data)
+    records = RecordStream(message.data, check_values=passes_records_on(transform))
     message = replace(message, data=None)
 
     ids = {"message_id": message.message_id, "subscription": message.subscription}
@@ -135,7 +141,7 @@ def forward_message(
         transform = load_transform(settings.transform)
     deadline = time.monotonic() + settings.retry_deadline_seconds
     if records is None:
-        records = RecordStream(message.data)
+        records = RecordStream(message.data, check_values=passes_records_on(transform))
 
     prepared = _prepare_events(records, message, settings, transform)
     items = prepared.items
@@ -203,26 +209,35 @@ def _prepare_events(
     prepared = _Prepared()
     # Bound once, because the loop runs for every event of the message.
     add_item, add_failure = prepared.items.append, prepared.failures.append
+    # A record that reaches the checks as parsed keeps the parse's check of
+    # its property values. That check still holds after the PII rules, which
+    # drop values or put strings in their place, and the IP rule, which adds
+    # a string.
+    unchanged = passes_records_on(transform)
 
     for record in records:
         value = record.value
-        try:
-            events = run_transform(transform, value, context, record)
-        except InvalidEvent as err:
-            add_failure(Failure(record.raw, err.code, err.detail))
-            continue
-        if not events:
-            prepared.filtered += 1
-            continue
-        if len(events) > 1:
-            prepared.added += len(events) - 1
+        if unchanged:
+            events = (value,)
+        else:
+            try:
+                events = run_transform(transform, value, context, record)
+            except InvalidEvent as err:
+                add_failure(Failure(record.raw, err.code, err.detail))
+                continue
+            if not events:
+                prepared.filtered += 1
+                continue
+            if len(events) > 1:
+                prepared.added += len(events) - 1
+        parsed = unchanged and record.values_checked
 
         for event in events:
             # Privacy runs first, so a dropped value never reaches a check's
             # error detail, and a derived $insert_id never hashes one.
             try:
                 insert_id, body = encode_event(
-                    rewrite(event), publish_time_ms, now_ms, set_ip
+                    rewrite(event), publish_time_ms, now_ms, set_ip, parsed
                 )
             except InvalidEvent as err:
                 add_failure(Failure(record.raw, err.code, err.detail))

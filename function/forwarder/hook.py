@@ -17,7 +17,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import Any
 
 from .envelope import PushMessage
@@ -109,6 +109,25 @@ def _import_transform(spec: str) -> Transform:
             "define it as def transform(record, context)",
         )
     return transform
+
+
+def _pass_on(record: Any, context: TransformContext) -> Any:
+    return record
+
+
+def passes_records_on(transform: Transform) -> bool:
+    """Tell whether the hook is a function whose code is `return record`.
+
+    Such a hook, like the default one, returns each record as it is and
+    changes nothing, so the handler need not call it. Any other code, even
+    code that returns the record, may have changed the record on the way.
+    """
+    code = getattr(transform, "__code__", None)
+    return (
+        isinstance(transform, FunctionType)
+        and code is not None
+        and code.co_code == _pass_on.__code__.co_code
+    )
 
 
 def run_transform(

@@ -57,7 +57,7 @@ class Record:
     parsed event of a large message alive.
     """
 
-    __slots__ = ("index", "_raw", "_value", "_data", "_start", "_end")
+    __slots__ = ("index", "values_checked", "_raw", "_value", "_data", "_start", "_end")
 
     def __init__(
         self,
@@ -67,10 +67,13 @@ class Record:
         _data: bytes | None = None,
         _start: int = 0,
         _end: int = 0,
+        values_checked: bool = False,
     ) -> None:
         # With `_data`, the record is line `_start:_end` of it and `raw` is
-        # unused.
+        # unused. `values_checked` is true when `codec.loads_event` found the
+        # value within Mixpanel's limits on property values.
         self.index = index
+        self.values_checked = values_checked
         self._raw = raw
         self._value = value
         self._data = _data
@@ -110,18 +113,22 @@ class RecordStream:
     an array of events) is accepted too. A line that is not JSON becomes a
     `Failure` with its original bytes, and the other lines go on. JSON
     nested too deeply for the parser counts as not JSON.
+
+    With `check_values`, each line is parsed by `codec.loads_event`, and a
+    record's `values_checked` tells whether its check passed.
     """
 
-    def __init__(self, data: str | None) -> None:
+    def __init__(self, data: str | None, *, check_values: bool = False) -> None:
         self.failures: list[Failure] = []
         self.count = 0
         self._payload = _decode_payload(data, self.failures)
+        self._check_values = check_values
 
     def __iter__(self) -> Iterator[Record]:
         payload, self._payload = self._payload, None
         if payload is None:
             return
-        for record in _records(payload, self.failures):
+        for record in _records(payload, self.failures, self._check_values):
             self.count += 1
             yield record
             if record._data is not None:
@@ -215,20 +222,27 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")
 
 
-def _records(payload: bytes, failures: list[Failure]) -> Iterator[Record]:
+def _records(
+    payload: bytes, failures: list[Failure], check_values: bool = False
+) -> Iterator[Record]:
     """Yield the records of decoded, non-blank UTF-8 data, and append failures."""
     lines = _non_blank_lines(payload)
     start, end, line = next(lines)
     # One scan of the data spares each line its own check for long integers.
-    digits_checked = not codec.has_long_digit_run(payload)
+    # msgspec reads them exactly, so with `check_values` only a line that it
+    # refuses is scanned, alone, unless the data is parsed whole.
+    digits_checked = not check_values and not codec.has_long_digit_run(payload)
 
     # The data is one JSON document only if its first non-blank line is not
     # a complete JSON value followed by more lines. That first line is parsed
     # alone, then, so that NDJSON data is never parsed whole.
     value: Any = _NOT_PARSED
+    checked = False
     if _NOT_SPACE.search(payload, end) is not None:
-        value = _parse_line(line, digits_checked)
+        value, checked = _parse_line(line, digits_checked, check_values)
     if value is _NOT_PARSED or isinstance(value, Failure):
+        if check_values:
+            digits_checked = not codec.has_long_digit_run(payload)
         whole = _parse_whole(payload, digits_checked)
         if isinstance(whole, list):
             # NOTE: data that is one JSON array is parsed whole, so all its
@@ -241,7 +255,7 @@ def _records(payload: bytes, failures: list[Failure]) -> Iterator[Record]:
             yield Record(0, _one_line(payload, whole), whole)
             return
         if value is _NOT_PARSED:
-            value = _parse_line(line, digits_checked)
+            value, checked = _parse_line(line, digits_checked, check_values)
 
     count = 0
     while True:
@@ -253,12 +267,12 @@ def _records(payload: bytes, failures: list[Failure]) -> Iterator[Record]:
                 yield record
         else:
             count += 1
-            yield Record(count - 1, b"", value, payload, start, end)
+            yield Record(count - 1, b"", value, payload, start, end, checked)
         following = next(lines, None)
         if following is None:
             return
         start, end, line = following
-        value = _parse_line(line, digits_checked)
+        value, checked = _parse_line(line, digits_checked, check_values)
 
 
 _NOT_PARSED = object()
@@ -291,19 +305,26 @@ def _non_blank_lines(payload: bytes) -> Iterator[tuple[int, int, bytes]]:
         start = end + 1
 
 
-def _parse_line(line: bytes, digits_checked: bool) -> Any:
-    """Return the line's parsed value, or a Failure for a line that is not JSON."""
+def _parse_line(
+    line: bytes, digits_checked: bool, check_values: bool = False
+) -> tuple[Any, bool]:
+    """Return the line's parsed value, or a Failure for a line that is not
+    JSON, and whether `codec.loads_event` found it within the limits on
+    property values, which only `check_values` asks it to check."""
     try:
-        return codec.loads(line, digits_checked=digits_checked)
+        if check_values:
+            return codec.loads_event(line, digits_checked=digits_checked)
+        return codec.loads(line, digits_checked=digits_checked), False
     except ValueError as err:
         # Without the position, the failures of one message share a detail and
         # so travel in one dead-letter message per reason.
         reason = _POSITION.sub("", str(err))
-        return Failure(line, ErrorCode.INVALID_JSON, f"line is not JSON: {reason}")
+        failure = Failure(line, ErrorCode.INVALID_JSON, f"line is not JSON: {reason}")
     except RecursionError:
-        return Failure(
+        failure = Failure(
             line, ErrorCode.INVALID_JSON, "line is not JSON: nested too deeply"
         )
+    return failure, False
 
 
 def _parse_whole(payload: bytes, digits_checked: bool) -> Any | None:
