@@ -7,8 +7,9 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import msgspec
 
 from .errors import ConfigError
 from .hook import DEFAULT_TRANSFORM, TRANSFORM_PATTERN, TRANSFORM_VARIABLE
@@ -44,8 +45,7 @@ MAX_DEADLINE_SECONDS = 600
 _TOPIC_PATTERN = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True):
     """Validated configuration of one function instance."""
 
     api_url: str

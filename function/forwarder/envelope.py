@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import msgspec
 
 from . import codec
 from .errors import InvalidEnvelope
@@ -17,8 +18,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_PUBLISH_TIME = "source_publish_time"
 
 
-@dataclass(frozen=True)
-class PushMessage:
+class PushMessage(msgspec.Struct, frozen=True):
     """One Pub/Sub message as delivered by a push subscription.
 
     `publish_time` is the message's publishTime, except on a replayed message
@@ -30,7 +30,7 @@ class PushMessage:
     publish_time: str
     subscription: str
     data: str | None
-    attributes: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
     delivery_attempt: int | None = None
 
 

@@ -15,8 +15,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 
+import msgspec
 import requests
 
 from . import logs
@@ -57,12 +57,11 @@ _session = requests.Session()
 _dead_letter_publisher: Publisher | None = None
 
 
-@dataclass
-class Reply:
+class Reply(msgspec.Struct):
     """HTTP status and JSON body of the response to a push request."""
 
     status: int
-    body: dict = field(default_factory=dict)
+    body: dict = msgspec.field(default_factory=dict)
 
     def encode(self) -> bytes:
         return logs.redact(json.dumps(self.body, ensure_ascii=False)).encode()
@@ -96,7 +95,7 @@ def handle_push(body: bytes | str, settings: Settings | None = None) -> Reply:
     # neither is kept while the events are forwarded.
     del body
     records = RecordStream(message.data, check_values=passes_records_on(transform))
-    message = replace(message, data=None)
+    message = msgspec.structs.replace(message, data=None)
 
     ids = {"message_id": message.message_id, "subscription": message.subscription}
     if message.delivery_attempt is not None:
@@ -179,12 +178,11 @@ def forward_message(
     }
 
 
-@dataclass
-class _Prepared:
+class _Prepared(msgspec.Struct):
     """The events of a message ready to batch, and the records that failed."""
 
-    items: list[Item] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    items: list[Item] = msgspec.field(default_factory=list)
+    failures: list[Failure] = msgspec.field(default_factory=list)
     filtered: int = 0
     added: int = 0
 

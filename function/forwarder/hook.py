@@ -16,9 +16,10 @@ import re
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from types import FunctionType, MappingProxyType
 from typing import Any
+
+import msgspec
 
 from .envelope import PushMessage
 from .errors import ConfigError, InvalidEvent
@@ -45,8 +46,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 Transform = Callable[[Any, "TransformContext"], Any]
 
 
-@dataclass(frozen=True)
-class TransformContext:
+class TransformContext(msgspec.Struct, frozen=True):
     """The message that a record came in, as passed to the transform.
 
     `publish_time` is the RFC 3339 text and `publish_time_ms` the same

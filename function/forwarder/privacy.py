@@ -12,8 +12,9 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from .events import PLACEHOLDER_IDS
 
@@ -76,14 +77,20 @@ def parse_paths(text: str) -> tuple[PropertyPath, ...]:
     return tuple(paths)
 
 
-@dataclass(frozen=True)
-class PrivacyRules:
+class PrivacyRules(msgspec.Struct, frozen=True):
     """The properties to drop and to hash, the hash key, and the IP rule."""
 
     drop_paths: tuple[PropertyPath, ...] = ()
     hash_paths: tuple[PropertyPath, ...] = ()
-    hash_key: str = field(default="", repr=False)
+    hash_key: str = ""
     keep_ip: bool = False
+
+    def __repr__(self) -> str:
+        # The default repr would print the hash key.
+        return (
+            f"PrivacyRules(drop_paths={self.drop_paths!r}, "
+            f"hash_paths={self.hash_paths!r}, keep_ip={self.keep_ip!r})"
+        )
 
 
 class PropertyPrivacy:

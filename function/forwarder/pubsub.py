@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
+import msgspec
 import requests
 
 from .config import Settings
@@ -30,8 +30,7 @@ MAX_MESSAGES_PER_PUBLISH = 1000
 MAX_PUBLISH_BYTES = 9 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class OutgoingMessage:
+class OutgoingMessage(msgspec.Struct, frozen=True):
     """A message to publish: raw data bytes and string attributes."""
 
     data: bytes
