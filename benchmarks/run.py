@@ -251,7 +251,7 @@ def _line_parser():
     """The plain parse of event lines in the function under test."""
     from forwarder import codec
 
-    # A version from before msgspec parses lines with its one library.
+    # A version without msgspec parses lines with its only JSON library.
     return getattr(codec, "LINE_LOADS", None) or _json_library().loads
 
 

@@ -500,7 +500,8 @@ def _within_limits(value, depth: int) -> bool:
 
 
 def _checked_shape(value) -> bool:
-    """An object of strings and of objects whose values are within limits."""
+    """Tell whether the value is an object of strings and of objects whose
+    values are within the limits."""
     if not isinstance(value, dict):
         return False
     for key, item in value.items():
@@ -577,7 +578,7 @@ def _prepared(lines: list[bytes], transform, env: dict):
     st.sampled_from([PREPARE_ENV, PII_ENV]),
 )
 def test_default_hook_skipped_with_same_result(lines, env):
-    # The default hook is not called, and the parse's check stands for the
+    # The default hook is not called, and the parse's check replaces the
     # checks of property values. A hook that also returns the record, after
     # reading the context, is called, and its records are checked in full.
     def returns_record(record, context):

@@ -562,5 +562,5 @@ def _returns_context(record, context):
         (inhouse.transform, False),
     ],
 )
-def test_passes_records_on_only_for_return_record(transform, passes_on):
+def test_passes_on_only_return_record(transform, passes_on):
     assert hook.passes_records_on(transform) is passes_on

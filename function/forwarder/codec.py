@@ -33,7 +33,7 @@ LINE_LOADS = msgspec.json.Decoder().decode
 
 # Mixpanel's limits on property values, which `loads_event` checks as it
 # parses: containers nest at most this deep below `properties`, and an array
-# holds at most this many elements.
+# contains at most this many elements.
 MAX_NESTING_DEPTH = 3
 MAX_ARRAY_LENGTH = 254
 
@@ -132,7 +132,7 @@ def loads_document(data: bytes | bytearray | str) -> Any:
 
 
 def _event_type(max_depth: int, max_length: int) -> Any:
-    """The type of an event whose property values are within the limits.
+    """Return the type of an event whose property values are within the limits.
 
     Property values are JSON values whose containers nest at most
     `max_depth` levels, with at most `max_length` elements in each array.
@@ -157,7 +157,7 @@ def loads_event(data: bytes, *, digits_checked: bool = False) -> tuple[Any, bool
 
     Returns the value and whether it is an object of strings and objects
     whose property values keep within MAX_NESTING_DEPTH and
-    MAX_ARRAY_LENGTH. Such a value holds only JSON's own types, finite
+    MAX_ARRAY_LENGTH. Such a value contains only JSON's own types, finite
     floats and strings without lone surrogates, because msgspec accepts no
     NaN, Infinity, overflowing number or lone surrogate escape. Its integers
     are exact, as `json.loads` reads them. A document that the check refuses

@@ -208,7 +208,7 @@ def _prepare_events(
     # Bound once, because the loop runs for every event of the message.
     add_item, add_failure = prepared.items.append, prepared.failures.append
     # A record that reaches the checks as parsed keeps the parse's check of
-    # its property values. That check still holds after the PII rules, which
+    # its property values. That check stays valid after the PII rules, which
     # drop values or put strings in their place, and the IP rule, which adds
     # a string.
     unchanged = passes_records_on(transform)

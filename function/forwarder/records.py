@@ -309,8 +309,8 @@ def _parse_line(
     line: bytes, digits_checked: bool, check_values: bool = False
 ) -> tuple[Any, bool]:
     """Return the line's parsed value, or a Failure for a line that is not
-    JSON, and whether `codec.loads_event` found it within the limits on
-    property values, which only `check_values` asks it to check."""
+    JSON, and whether it is within the limits on property values. Only with
+    `check_values` does `codec.loads_event` parse and check the line."""
     try:
         if check_values:
             return codec.loads_event(line, digits_checked=digits_checked)
