@@ -548,6 +548,18 @@ def _returns_context(record, context):
     return context
 
 
+def _takes_any(*args):
+    return args
+
+
+def _takes_keywords(*, record):
+    return record
+
+
+def _takes_more(record, context, *rest):
+    return record
+
+
 @pytest.mark.parametrize(
     ("transform", "passes_on"),
     [
@@ -556,6 +568,9 @@ def _returns_context(record, context):
         (_documented, True),
         (_changes_in_place, False),
         (_returns_context, False),
+        (_takes_any, False),
+        (_takes_keywords, False),
+        (_takes_more, False),
         (lambda record, context: [record], False),
         (_CallableHook(), False),
         (_HookHolder().hook, False),

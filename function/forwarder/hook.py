@@ -16,6 +16,7 @@ import re
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MappingProxyType
 from typing import Any
 
@@ -116,17 +117,23 @@ def _pass_on(record: Any, context: TransformContext) -> Any:
 
 
 def passes_records_on(transform: Transform) -> bool:
-    """Tell whether the hook is a function whose code is `return record`.
+    """Tell whether the hook is a function of (record, context) whose code is
+    `return record`.
 
     Such a hook, like the default one, returns each record as it is and
     changes nothing, so the handler need not call it. Any other code, even
     code that returns the record, may have changed the record on the way.
+    The same code with other parameters, such as `*args`, returns something
+    else.
     """
-    code = getattr(transform, "__code__", None)
+    if not isinstance(transform, FunctionType):
+        return False
+    code, reference = transform.__code__, _pass_on.__code__
     return (
-        isinstance(transform, FunctionType)
-        and code is not None
-        and code.co_code == _pass_on.__code__.co_code
+        code.co_code == reference.co_code
+        and code.co_argcount == reference.co_argcount
+        and code.co_kwonlyargcount == 0
+        and not code.co_flags & (CO_VARARGS | CO_VARKEYWORDS)
     )
 
 
