@@ -5,8 +5,9 @@ deployed with the rest of `function/` by `pulumi up`. The forwarder calls it
 once for each record, which is the parsed JSON of one line of a message (or
 one element of a JSON array), with a `forwarder.hook.TransformContext`: the
 message's `message_id`, `publish_time`, `publish_time_ms` and read-only
-`attributes`. As shipped, the code is only `return record`, and the
-forwarder, which recognises that, passes each record on without the call.
+`attributes`. The exception is the code as shipped, only `return record`,
+which the forwarder recognises: it passes each record on without the call,
+with the same result.
 
 Return None or [] for no event, a dict {"event": ..., "properties": {...}}
 for one, or a list, tuple or generator of such dicts for several. Each event

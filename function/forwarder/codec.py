@@ -1,8 +1,9 @@
 """JSON decoding and encoding on the forwarding path, in one place.
 
-orjson does the work, and the standard library's `json` takes over wherever
-the two would differ, so that the accepted input and the parsed values are
-those of `json.loads`. `json.loads` accepts NaN and Infinity literals,
+orjson does the work, with msgspec parsing the lines of events where
+`loads_event` is asked to check them, and the standard library's `json`
+takes over wherever they would differ, so that the accepted input and the
+parsed values are those of `json.loads`. `json.loads` accepts NaN and Infinity literals,
 numbers that overflow a double, lone surrogate escapes such as "\\ud800" and
 a UTF-8 byte order mark, which orjson rejects. It also keeps integers beyond
 64 bits exact, where orjson reads them as floats.
@@ -137,7 +138,8 @@ def _event_type(max_depth: int, max_length: int) -> Any:
     Property values are JSON values whose containers nest at most
     `max_depth` levels, with at most `max_length` elements in each array.
     The top level is an object of strings and objects, which admits every
-    event that `events.normalise_event` may accept and some that it rejects.
+    event that `events.normalise_event` may accept, but for one whose
+    `$insert_id` is outside these limits, and some that it rejects.
     """
     scalar = str | int | float | bool | None
     bounded = msgspec.Meta(max_length=max_length)

@@ -105,8 +105,9 @@ def encode_event(
     Returns the `$insert_id` and the JSON that goes into a request body,
     which is what `batching.serialise_event` returns for the normalised
     event. The event is serialised once, for the size check and the body.
-    `adjust`, if given, receives the event's own copy of its properties
-    before the checks of the properties, and may change it in place. The
+    `adjust`, if given, receives the event's own copy of its properties, or
+    with `parsed` the parsed properties, before the checks of the
+    properties, and may change them in place. The
     handler passes the IP rule, `privacy.PropertyPrivacy.set_ip`.
     `parsed` states that the value is the forwarder's own parse of a record,
     which `codec.loads_event` found within the limits on property values,

@@ -195,6 +195,9 @@ def _prepare_events(
 ) -> _Prepared:
     """Transform each record, then drop, hash and check each event it returns.
 
+    The default hook, whose code is `return record`, is not called, with the
+    same result.
+
     A failure of any step dead-letters the record's bytes as received, once
     for each of its events that failed, and the other records go on.
     """
