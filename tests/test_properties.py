@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import re
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from unittest import mock
 
@@ -524,12 +525,13 @@ def _checked_shape(value) -> bool:
 @SETTINGS
 @given(event_lines)
 def test_checked_parse_matches_json(line):
-    value, checked = codec.loads_event(line)
+    value = codec.loads_event(line)
 
     expected = json.loads(line)
-    # The text keeps types, key order, NaN and the sign of zero apart.
-    assert json.dumps(value) == json.dumps(expected)
-    assert checked == _checked_shape(expected)
+    assert (value is not None) == _checked_shape(expected)
+    if value is not None:
+        # The text keeps types, key order and the sign of zero apart.
+        assert json.dumps(value) == json.dumps(expected)
 
 
 PREPARE_ENV = {
@@ -555,9 +557,10 @@ def _prepared(lines: list[bytes], transform, env: dict):
         subscription="projects/p/subscriptions/s",
         data=data,
     )
-    prepared = handler._prepare_events(
-        RecordStream(data), message, load_settings(env), transform
-    )
+    # As the handler does, the lines are checked as they are parsed only
+    # for the default hook.
+    records = RecordStream(data, check_values=passes_records_on(transform))
+    prepared = handler._prepare_events(records, message, load_settings(env), transform)
     items = [(item.record.index, item.insert_id, item.body) for item in prepared.items]
     return items, prepared.failures
 
@@ -610,3 +613,38 @@ def test_hook_changing_record_in_place_is_checked():
         (line, ErrorCode.INVALID_EVENT)
     ]
     assert "NaN" in failures[0].detail
+
+
+def test_valid_line_checked_as_parsed():
+    line = json.dumps({"event": "e", "properties": {"distinct_id": "u-1"}}).encode()
+    data = base64.b64encode(b"\n".join([line, b'{"event": "e", "x": NaN}'])).decode()
+
+    checked = [
+        record.values_checked for record in RecordStream(data, check_values=True)
+    ]
+    unchecked = [record.values_checked for record in RecordStream(data)]
+
+    assert checked == [True, False]
+    assert unchecked == [False, False]
+
+
+def test_deep_lines_fail_alike_on_both_paths():
+    # Near the recursion limit, json.loads fails or not depending on the
+    # frames below it, which the checking parse must not add to.
+    limit = sys.getrecursionlimit()
+    lines = [
+        b'{"event": "e", "properties": {"distinct_id": "u", "n": NaN, "d": '
+        + b"[" * depth
+        + b"]" * depth
+        + b"}}"
+        for depth in range(limit - 300, limit + 30)
+    ]
+
+    def returns_record(record, context):
+        assert context.message_id
+        return record
+
+    fast = _prepared(lines, default_transform.transform, PREPARE_ENV)
+    slow = _prepared(lines, returns_record, PREPARE_ENV)
+
+    assert fast == slow

@@ -154,24 +154,22 @@ _decode_event = msgspec.json.Decoder(
 ).decode
 
 
-def loads_event(data: bytes, *, digits_checked: bool = False) -> tuple[Any, bool]:
-    """Parse one JSON document as `loads` does, and check it as an event.
+def loads_event(data: bytes) -> dict[str, Any] | None:
+    """Parse one JSON document as an event within the limits, or return None.
 
-    Returns the value and whether it is an object of strings and objects
+    The value is that of `json.loads`: an object of strings and objects
     whose property values keep within MAX_NESTING_DEPTH and
-    MAX_ARRAY_LENGTH. Such a value contains only JSON's own types, finite
-    floats and strings without lone surrogates, because msgspec accepts no
-    NaN, Infinity, overflowing number or lone surrogate escape. Its integers
-    are exact, as `json.loads` reads them. A document that the check refuses
-    is parsed by `loads`, with `digits_checked` as there.
-
-    Raises:
-        ValueError, RecursionError: as for `loads`.
+    MAX_ARRAY_LENGTH. It contains only JSON's own types, finite floats and
+    strings without lone surrogates, because msgspec accepts no NaN,
+    Infinity, overflowing number or lone surrogate escape, and its integers
+    are exact. None means that `loads` must parse the document, which may
+    not be JSON at all. The caller makes that call, so that a deep document
+    reaches `json.loads` with no more frames on the stack than before.
     """
     try:
-        return _decode_event(data), True
+        return _decode_event(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        return loads(data, digits_checked=digits_checked), False
+        return None
 
 
 def has_long_digit_run(data: bytes) -> bool:

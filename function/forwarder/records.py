@@ -313,7 +313,9 @@ def _parse_line(
     `check_values` does `codec.loads_event` parse and check the line."""
     try:
         if check_values:
-            return codec.loads_event(line, digits_checked=digits_checked)
+            value = codec.loads_event(line)
+            if value is not None:
+                return value, True
         return codec.loads(line, digits_checked=digits_checked), False
     except ValueError as err:
         # Without the position, the failures of one message share a detail and
