@@ -102,6 +102,12 @@ def test_bad_deadline_rejected():
 
 def test_repr_hides_secret():
     assert "very-secret-value" not in repr(_settings())
+    assert "region=" in repr(_settings())
+
+
+def test_rich_repr_hides_secret():
+    # The rich library prints a msgspec Struct from its __rich_repr__.
+    assert "very-secret-value" not in repr(list(_settings().__rich_repr__()))
 
 
 def test_api_url_with_credential_rejected_unechoed():

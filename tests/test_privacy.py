@@ -393,6 +393,15 @@ def test_repr_hides_key():
 
     assert KEY not in repr(loaded)
     assert KEY not in repr(loaded.privacy)
+    assert "drop_paths=()" in repr(loaded.privacy)
+
+
+def test_rich_repr_hides_key():
+    # The rich library prints a msgspec Struct from its __rich_repr__.
+    loaded = settings(PII_HASH_PROPERTIES="distinct_id", PII_HASH_KEY=KEY)
+
+    for fields in (loaded.__rich_repr__(), loaded.privacy.__rich_repr__()):
+        assert KEY not in repr(list(fields))
 
 
 def test_transform_default_and_override():

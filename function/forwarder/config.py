@@ -6,7 +6,8 @@ import base64
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -63,12 +64,18 @@ class Settings(msgspec.Struct, frozen=True):
     privacy: PrivacyRules = PrivacyRules()
     transform: str = DEFAULT_TRANSFORM
 
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
+        # The fields that repr shows. msgspec's own __repr__ and
+        # __rich_repr__, which the rich library calls, would print the
+        # credential too.
+        yield "api_url", self.api_url
+        yield "project_id", self.project_id
+        yield "region", self.region
+        yield "dead_letter_topic", self.dead_letter_topic
+
     def __repr__(self) -> str:
-        # The default repr would print the credential.
-        return (
-            f"Settings(api_url={self.api_url!r}, project_id={self.project_id!r}, "
-            f"region={self.region!r}, dead_letter_topic={self.dead_letter_topic!r})"
-        )
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
+        return f"Settings({fields})"
 
     @property
     def secrets(self) -> tuple[str, ...]:

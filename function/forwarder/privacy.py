@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -85,12 +85,16 @@ class PrivacyRules(msgspec.Struct, frozen=True):
     hash_key: str = ""
     keep_ip: bool = False
 
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
+        # The fields that repr shows. msgspec's own __repr__ and
+        # __rich_repr__, which the rich library calls, would print the key.
+        yield "drop_paths", self.drop_paths
+        yield "hash_paths", self.hash_paths
+        yield "keep_ip", self.keep_ip
+
     def __repr__(self) -> str:
-        # The default repr would print the hash key.
-        return (
-            f"PrivacyRules(drop_paths={self.drop_paths!r}, "
-            f"hash_paths={self.hash_paths!r}, keep_ip={self.keep_ip!r})"
-        )
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
+        return f"PrivacyRules({fields})"
 
 
 class PropertyPrivacy:
