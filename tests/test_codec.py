@@ -198,8 +198,8 @@ def test_dumps_result_has_exact_size():
 
 
 def _nested(kinds: str, leaf):
-    """`leaf` inside one container per letter of `kinds`, l for a list and
-    o for an object, the first letter outermost."""
+    """Return `leaf` inside one container per letter of `kinds`, l for a
+    list and o for an object, the first letter outermost."""
     for kind in reversed(kinds):
         leaf = [leaf] if kind == "l" else {"k": leaf}
     return leaf
@@ -227,7 +227,7 @@ def _event_line(value) -> bytes:
         (10**30, True),
     ],
 )
-def test_loads_event_checks_nesting_and_array_length(value, within):
+def test_loads_event_nesting_and_length(value, within):
     line = _event_line(value)
 
     parsed = codec.loads_event(line)
@@ -252,7 +252,7 @@ def test_loads_event_checks_nesting_and_array_length(value, within):
         b'"e"',
     ],
 )
-def test_loads_event_leaves_the_rest_to_loads(line):
+def test_loads_event_rest_to_loads(line):
     assert codec.loads_event(line) is None
 
 

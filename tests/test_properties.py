@@ -401,17 +401,21 @@ def _reassemble(messages) -> list[bytes]:
     return lines
 
 
-@SETTINGS
-@given(failures_lists, source_attributes)
-def test_dead_letters_fit_and_keep_every_line(failures, attributes):
-    message = PushMessage(
+def _push_message(data: str | None, attributes: dict | None = None) -> PushMessage:
+    return PushMessage(
         message_id="1000000000000001",
         publish_time_ms=PUBLISH_MS,
         publish_time="2025-12-01T10:00:00.123Z",
         subscription="projects/p/subscriptions/s",
-        data=None,
-        attributes=attributes,
+        data=data,
+        attributes=attributes or {},
     )
+
+
+@SETTINGS
+@given(failures_lists, source_attributes)
+def test_dead_letters_fit_and_keep_every_line(failures, attributes):
+    message = _push_message(None, attributes)
     with mock.patch.object(deadletter, "MAX_DATA_BYTES", 64):
         outgoing = build_dead_letters(message, failures)
 
@@ -550,19 +554,30 @@ rule_names = st.sampled_from(["email", "a", "b", "distinct_id", "tags", "x"])
 
 def _prepared(lines: list[bytes], transform, env: dict):
     data = base64.b64encode(b"\n".join(lines)).decode()
-    message = PushMessage(
-        message_id="1000000000000001",
-        publish_time_ms=PUBLISH_MS,
-        publish_time="2025-12-01T10:00:00.123Z",
-        subscription="projects/p/subscriptions/s",
-        data=data,
-    )
     # As the handler does, the lines are checked as they are parsed only
     # for the default hook.
     records = RecordStream(data, check_values=passes_records_on(transform))
-    prepared = handler._prepare_events(records, message, load_settings(env), transform)
+    prepared = handler._prepare_events(
+        records, _push_message(data), load_settings(env), transform
+    )
     items = [(item.record.index, item.insert_id, item.body) for item in prepared.items]
     return items, prepared.failures
+
+
+def _returns_record(record, context):
+    # Returns the record, as the default hook does, but is called, and its
+    # records are checked in full.
+    assert context.message_id
+    return record
+
+
+def _both_paths(lines: list[bytes], env: dict):
+    """Return what the default hook and `_returns_record` give for the lines."""
+    assert passes_records_on(default_transform.transform)
+    assert not passes_records_on(_returns_record)
+    fast = _prepared(lines, default_transform.transform, env)
+    slow = _prepared(lines, _returns_record, env)
+    return fast, slow
 
 
 @SETTINGS
@@ -582,16 +597,8 @@ def _prepared(lines: list[bytes], transform, env: dict):
 )
 def test_default_hook_skipped_with_same_result(lines, env):
     # The default hook is not called, and the parse's check replaces the
-    # checks of property values. A hook that also returns the record, after
-    # reading the context, is called, and its records are checked in full.
-    def returns_record(record, context):
-        assert context.message_id
-        return record
-
-    assert passes_records_on(default_transform.transform)
-    assert not passes_records_on(returns_record)
-    fast = _prepared(lines, default_transform.transform, env)
-    slow = _prepared(lines, returns_record, env)
+    # checks of property values.
+    fast, slow = _both_paths(lines, env)
 
     assert fast == slow
 
@@ -601,7 +608,7 @@ def _nan_in_place(record, context):
     return record
 
 
-def test_hook_changing_record_in_place_is_checked():
+def test_in_place_change_checked():
     line = json.dumps(
         {"event": "e", "properties": {"distinct_id": "u-1", "time": MIN_SECONDS}}
     ).encode()
@@ -628,7 +635,7 @@ def test_valid_line_checked_as_parsed():
     assert unchecked == [False, False]
 
 
-def test_deep_lines_fail_alike_on_both_paths():
+def test_deep_lines_fail_alike():
     # Near the recursion limit, json.loads fails or not depending on the
     # frames below it, which the checking parse must not add to.
     limit = sys.getrecursionlimit()
@@ -640,11 +647,6 @@ def test_deep_lines_fail_alike_on_both_paths():
         for depth in range(limit - 300, limit + 30)
     ]
 
-    def returns_record(record, context):
-        assert context.message_id
-        return record
-
-    fast = _prepared(lines, default_transform.transform, PREPARE_ENV)
-    slow = _prepared(lines, returns_record, PREPARE_ENV)
+    fast, slow = _both_paths(lines, PREPARE_ENV)
 
     assert fast == slow

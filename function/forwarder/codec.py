@@ -3,10 +3,10 @@
 orjson does the work, with msgspec parsing the lines of events where
 `loads_event` is asked to check them, and the standard library's `json`
 takes over wherever they would differ, so that the accepted input and the
-parsed values are those of `json.loads`. `json.loads` accepts NaN and Infinity literals,
-numbers that overflow a double, lone surrogate escapes such as "\\ud800" and
-a UTF-8 byte order mark, which orjson rejects. It also keeps integers beyond
-64 bits exact, where orjson reads them as floats.
+parsed values are those of `json.loads`. `json.loads` accepts NaN and
+Infinity literals, numbers that overflow a double, lone surrogate escapes
+such as "\\ud800" and a UTF-8 byte order mark, which orjson rejects. It
+also keeps integers beyond 64 bits exact, where orjson reads them as floats.
 
 One difference remains on Python 3.11, in nesting. orjson parses up to
 1,024 levels. There, `json.loads` raises RecursionError once the nesting

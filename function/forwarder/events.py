@@ -107,8 +107,8 @@ def encode_event(
     event. The event is serialised once, for the size check and the body.
     `adjust`, if given, receives the event's own copy of its properties, or
     with `parsed` the parsed properties, before the checks of the
-    properties, and may change them in place. The
-    handler passes the IP rule, `privacy.PropertyPrivacy.set_ip`.
+    properties, and may change them in place. The handler passes the IP
+    rule, `privacy.PropertyPrivacy.set_ip`.
     `parsed` states that the value is the forwarder's own parse of a record,
     which `codec.loads_event` found within the limits on property values,
     and that only strings have been put in place of values since. Its

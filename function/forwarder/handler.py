@@ -210,10 +210,6 @@ def _prepare_events(
     prepared = _Prepared()
     # Bound once, because the loop runs for every event of the message.
     add_item, add_failure = prepared.items.append, prepared.failures.append
-    # A record that reaches the checks as parsed keeps the parse's check of
-    # its property values. That check stays valid after the PII rules, which
-    # drop values or put strings in their place, and the IP rule, which adds
-    # a string.
     unchanged = passes_records_on(transform)
 
     for record in records:
@@ -231,6 +227,10 @@ def _prepare_events(
                 continue
             if len(events) > 1:
                 prepared.added += len(events) - 1
+        # A record that reaches the checks as parsed keeps the parse's check
+        # of its property values. The check stays valid after the PII rules,
+        # which drop values or put strings in their place, and the IP rule,
+        # which adds a string.
         parsed = unchanged and record.values_checked
 
         for event in events:
